@@ -1,0 +1,112 @@
+"""DGNO, the network: scan encoder, DG operator decoder, three outputs each with an input residual.
+
+    image ─ intro ─ [enc 0] ─ down ─ [enc 1] ─ down ─ [enc 2] ─ down ─ [enc 3 (bottleneck)]
+                       │       (+ 1/2 image)  │  (+ 1/4 image) │                    │
+                    [DG 0] ◄─ up ─────── [DG 1] ◄─ up ─────── [DG 2] ◄─ up ────────┘
+                       ▼                     ▼                    ▼
+                  full output            1/2 output           1/4 output   (each + input at that scale)
+
+Images of any size are reflect-padded to whole elements (and to the U-Net's multiple) and cropped back.
+``element_size`` and ``flux`` may be overridden per call: the weights do not depend on either.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .blocks import Downsample, NAFBlock, Upsample
+from .config import DGNOConfig, check_element_size
+from .dg import DGLayer
+from .elements import pad_multiple
+from .encoder import ScanBlock
+
+
+class DGNO(nn.Module):
+    def __init__(self, config: DGNOConfig):
+        super().__init__()
+        self.config = config
+        c, levels = config.width, config.levels
+        widths = [c << level for level in range(levels)]
+        self.intro = nn.Conv2d(config.in_channels, c, 3, padding=1)
+        self.encoders = nn.ModuleList(
+            nn.Sequential(*(self._encoder_block(kind, widths[i]) for _ in range(n)))
+            for i, (kind, n) in enumerate(zip(config.enc_kinds, config.enc_blocks, strict=True))
+        )
+        self.downs = nn.ModuleList(Downsample(widths[i]) for i in range(levels - 1))
+        # Multi-scale inputs (MIMO-UNet): the image at 1/2, 1/4 ... is injected after each downsample.
+        self.injects = nn.ModuleList(
+            nn.Conv2d(config.in_channels, widths[i], 3, padding=1) for i in range(1, levels - 1)
+        )
+        self.ups = nn.ModuleList(Upsample(widths[i + 1]) for i in range(levels - 1))
+        self.fuses = nn.ModuleList(
+            nn.Conv2d(widths[i] * 2, widths[i], 1) for i in range(levels - 1)
+        )
+        self.decoders = nn.ModuleList(
+            nn.ModuleList(
+                DGLayer(
+                    widths[i],
+                    config.heads,
+                    config.flux,
+                    config.flux_mode,
+                    config.tau_init,
+                    config.ffn_expand,
+                )
+                for _ in range(config.dec_layers[i])
+            )
+            for i in range(levels - 1)
+        )
+        self.heads = nn.ModuleList(
+            nn.Conv2d(widths[i], config.in_channels, 3, padding=1) for i in range(levels - 1)
+        )
+
+    def _encoder_block(self, kind: str, channels: int) -> nn.Module:
+        if kind == "scan":
+            return ScanBlock(
+                channels, self.config.d_state, self.config.ssm_expand, self.config.ffn_expand
+            )
+        return NAFBlock(channels)
+
+    def pad_multiple(self, element_size: int | None = None) -> int:
+        """Input sides are padded up to a multiple of this."""
+        e = self.config.element_size if element_size is None else element_size
+        return pad_multiple(e, self.config.levels)
+
+    def forward_multiscale(
+        self, x: torch.Tensor, element_size: int | None = None, flux: str | None = None
+    ) -> list[torch.Tensor]:
+        """Outputs at 1/4, 1/2 and full resolution (coarse to fine), for padded-size input."""
+        e = self.config.element_size if element_size is None else element_size
+        check_element_size(e, self.config.levels - 1)
+        m = pad_multiple(e, self.config.levels)
+        if x.shape[-2] % m or x.shape[-1] % m:
+            raise ValueError(f"input sides must be multiples of {m} (use forward() to pad)")
+        scales = [x] + [F.avg_pool2d(x, 1 << i) for i in range(1, self.config.levels - 1)]
+        feats, h = [], self.intro(x)
+        for i, encoder in enumerate(self.encoders):
+            h = encoder(h)
+            if i < len(self.downs):
+                feats.append(h)
+                h = self.downs[i](h)
+                if i + 1 < self.config.levels - 1:
+                    h = h + self.injects[i](scales[i + 1])
+        outputs = []
+        for i in reversed(range(self.config.levels - 1)):
+            h = self.fuses[i](torch.cat([self.ups[i](h), feats[i]], dim=1))
+            for layer in self.decoders[i]:
+                h = layer(h, e, i, flux)
+            outputs.append(self.heads[i](h) + scales[i])
+        return outputs
+
+    def forward(
+        self, x: torch.Tensor, element_size: int | None = None, flux: str | None = None
+    ) -> torch.Tensor:
+        """Full-resolution restoration of a (B, C, H, W) image of any size."""
+        h, w = x.shape[-2:]
+        m = self.pad_multiple(element_size)
+        ph, pw = (-h) % m, (-w) % m
+        if ph or pw:
+            mode = "reflect" if ph < h and pw < w else "replicate"
+            x = F.pad(x, (0, pw, 0, ph), mode=mode)
+        return self.forward_multiscale(x, element_size, flux)[-1][..., :h, :w]

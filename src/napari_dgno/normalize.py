@@ -1,0 +1,53 @@
+"""Percentile normalisation: the one place that maps intensities to the network's range and back.
+
+Training and inference both go through these functions, so the model always sees the same units:
+the 1st and 99.8th percentiles of the *blurred* input become 0 and 1, and the inverse map brings the
+restored image back to the input's intensity units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+DEFAULT_LOW = 1.0
+DEFAULT_HIGH = 99.8
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """An affine map ``x -> (x - lo) / (hi - lo)`` fixed from one image's percentiles."""
+
+    lo: float
+    hi: float
+    low_percentile: float = DEFAULT_LOW
+    high_percentile: float = DEFAULT_HIGH
+
+    @property
+    def scale(self) -> float:
+        # A constant image has hi == lo; any positive scale keeps the map invertible.
+        return max(self.hi - self.lo, 1e-12 if self.hi == 0 else abs(self.hi) * 1e-6)
+
+    def apply(self, image: np.ndarray) -> np.ndarray:
+        return ((np.asarray(image, dtype=np.float32) - self.lo) / self.scale).astype(np.float32)
+
+    def invert(self, image: np.ndarray) -> np.ndarray:
+        return (np.asarray(image, dtype=np.float32) * self.scale + self.lo).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def fit_normalization(
+    image, low: float = DEFAULT_LOW, high: float = DEFAULT_HIGH, max_samples: int = 4_000_000
+) -> Normalization:
+    """Percentiles of ``image`` (numpy or dask; large arrays are subsampled on a regular grid)."""
+    arr = image
+    size = int(np.prod(arr.shape)) if arr.shape else 1
+    if size > max_samples:
+        step = int(np.ceil((size / max_samples) ** (1.0 / max(arr.ndim, 1))))
+        arr = arr[(slice(None, None, step),) * arr.ndim]
+    arr = np.asarray(arr, dtype=np.float32)
+    lo, hi = np.percentile(arr, [low, high])
+    return Normalization(float(lo), float(hi), float(low), float(high))
