@@ -1,0 +1,59 @@
+"""A training run described as one dataclass, read from a YAML file in ``configs/``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides what a run does. Stored verbatim in the checkpoint's training record."""
+
+    name: str = "dgno-small-face"
+    architecture: str = "dgno"  # "dgno" or "nafnet"
+    preset: str = "small"  # DGNO preset; ignored for nafnet
+    model: dict = field(default_factory=dict)  # overrides of the preset (element_size, flux, width ...)
+    base_checkpoint: str | None = None  # fine-tune from these weights instead of a fresh network
+    data: dict = field(default_factory=lambda: {"source": "synthetic"})
+    patch: int = 128
+    batch_size: int = 8
+    steps: int = 2000
+    lr: float = 1e-3
+    min_lr: float = 1e-6
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    grad_clip: float = 1.0
+    fft_weight: float = 0.01
+    ema_decay: float = 0.995
+    val_every: int = 200
+    val_size: int = 16
+    val_patch: int = 256
+    checkpoint_every: int = 100
+    seed: int = 0
+    threads: int | None = None  # CPU threads; None keeps torch's default
+    device: str = "auto"
+    amp: bool = True  # mixed precision on CUDA (bf16); no effect on CPU
+    output_dir: str = "runs"
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides) -> TrainConfig:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        return cls.from_dict({**data, **overrides})
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown training config keys: {unknown}")
+        return cls(**data)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name

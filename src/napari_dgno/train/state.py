@@ -1,0 +1,84 @@
+"""Training state as tensors + JSON, so a run killed at any moment resumes exactly.
+
+A run directory holds numbered checkpoints ``step-000300.{safetensors,state.safetensors,json}``; the
+JSON is written last, so a checkpoint counts only once it is complete. The newest two are kept: if the
+newest is damaged, resuming falls back to the one before it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import CheckpointError
+from ..io.checkpoint import load_extra_tensors
+
+KEEP = 2
+_STEP_FILE = re.compile(r"^step-(\d{6,})\.json$")
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """Split an optimizer's state into tensors (for safetensors) and plain values (for JSON)."""
+    state = optimizer.state_dict()
+    tensors, plain = {}, {}
+    for pid, slots in state["state"].items():
+        for slot, value in slots.items():
+            if torch.is_tensor(value):
+                tensors[f"{pid}.{slot}"] = value.detach().clone()
+            else:
+                plain[f"{pid}.{slot}"] = value
+    return tensors, {"param_groups": state["param_groups"], "values": plain}
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict, plain: dict) -> None:
+    state: dict = {}
+    for key, value in tensors.items():
+        pid, slot = key.split(".", 1)
+        state.setdefault(int(pid), {})[slot] = value
+    for key, value in plain["values"].items():
+        pid, slot = key.split(".", 1)
+        state.setdefault(int(pid), {})[slot] = value
+    optimizer.load_state_dict({"state": state, "param_groups": plain["param_groups"]})
+
+
+def rng_state(np_rng: np.random.Generator) -> tuple[dict, dict]:
+    """torch's CPU RNG as a uint8 tensor, numpy's bit generator state as JSON."""
+    return {"torch": torch.get_rng_state()}, {"numpy": np_rng.bit_generator.state}
+
+
+def restore_rng(np_rng: np.random.Generator, tensors: dict, plain: dict) -> None:
+    torch.set_rng_state(tensors["torch"])
+    np_rng.bit_generator.state = plain["numpy"]
+
+
+def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """(step, stem) of every complete checkpoint in ``run_dir``, newest first."""
+    found = []
+    for path in Path(run_dir).glob("step-*.json"):
+        match = _STEP_FILE.match(path.name)
+        if match:
+            found.append((int(match.group(1)), path.with_suffix("")))
+    return sorted(found, reverse=True)
+
+
+def stem_for(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / f"step-{step:06d}"
+
+
+def load_state_tensors(stem: Path) -> dict:
+    """The training-state groups (optim, ema, rng) saved beside a checkpoint's weights."""
+    groups = load_extra_tensors(stem)
+    missing = {"optim", "ema", "rng"} - set(groups)
+    if missing:
+        raise CheckpointError(f"{stem.name} has no training state ({', '.join(sorted(missing))} missing)")
+    return groups
+
+
+def prune(run_dir: Path, keep: int = KEEP) -> None:
+    """Delete all but the newest ``keep`` checkpoints (JSON first, so none is left half-valid)."""
+    for _, stem in checkpoints(run_dir)[keep:]:
+        for suffix in (".json", ".safetensors", ".state.safetensors"):
+            stem.with_name(stem.name + suffix).unlink(missing_ok=True)
