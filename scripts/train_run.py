@@ -6,7 +6,10 @@ import time
 from napari_dgno.train.config import TrainConfig
 from napari_dgno.train.engine import Callbacks, Trainer
 
-cfg = TrainConfig.from_yaml(sys.argv[1])
+overrides = dict(arg.split("=", 1) for arg in sys.argv[2:])  # e.g. threads=1
+if "threads" in overrides:
+    overrides["threads"] = int(overrides["threads"])
+cfg = TrainConfig.from_yaml(sys.argv[1], **overrides)
 t0 = time.time()
 
 
