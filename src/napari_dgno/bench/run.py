@@ -1,0 +1,417 @@
+"""``dgno bench``: every method on the same frozen test set, scored the same way.
+
+Rows: the blurred input; Wiener and RL with one tuned global PSF; patch-wise RL and spatially
+variant RL given the true depth (physics upper bounds); the NAFNet-style CNN and the global neural
+operator baselines; DGNO-small with each flux; and an element-size sweep of the default model at
+inference. A model that cannot be found is a row with a note, never a crash. Every number comes
+from :func:`napari_dgno.metrics.psnr_ssim`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from napari_dgno.bench import jumps
+from napari_dgno.bench.classical import (
+    MAX_ITERATIONS,
+    QUICK_MAX_ITERATIONS,
+    Z_GRID_QUICK_UM,
+    Z_GRID_UM,
+    ClassicalSettings,
+    classical_methods,
+    tune_classical,
+)
+from napari_dgno.bench.testset import MAX_DEFOCUS_UM, BenchItem, benchmark_set, tuning_set
+from napari_dgno.metrics import psnr_ssim
+
+SHIPPED = {
+    "dgno-small-face": "DGNO-small, face flux",
+    "dgno-small-p0dg": "DGNO-small, P0DG flux",
+    "dgno-small-none": "DGNO-small, no flux",
+}
+BASELINES = {
+    "baseline-nafnet": "NAFNet-style CNN (same budget)",
+    "baseline-global-no": "Global NO (one element, SRNO-like)",
+}
+DEFAULT_SWEEP_MODEL = "dgno-small-face"
+ELEMENT_SWEEP = (8, 16, 32, 64, 0)
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class BenchRow:
+    """One method's scores, means over the test set; ``psnr is None`` means the row was skipped."""
+
+    method: str
+    kind: str  # input | classical | upper bound | network | element sweep
+    psnr: float | None = None  # data range fixed from the ground truth
+    ssim: float | None = None
+    psnr_minmax: float | None = None  # each image min-max normalised, as the paper does
+    ssim_minmax: float | None = None
+    params_m: float | None = None
+    gmacs: float | None = None  # per 256 x 256 image
+    ms_per_mpx: float | None = None  # CPU wall time per megapixel
+    settings: str = ""
+    note: str = ""
+    jump_gain_db: list = field(default_factory=list)  # mean local PSNR gain per distance bin
+
+    @property
+    def skipped(self) -> bool:
+        return self.psnr is None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class BenchReport:
+    """The rows plus what is needed to read them (test-set fingerprint, threads, tuned settings).
+
+    Iterates over its rows, so it can be used as the list of rows.
+    """
+
+    rows: list[BenchRow]
+    bins: list[str]
+    meta: dict
+
+    def __iter__(self) -> Iterator[BenchRow]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index):
+        return self.rows[index]
+
+    def row(self, method_prefix: str) -> BenchRow:
+        """The first row whose method starts with ``method_prefix``."""
+        for r in self.rows:
+            if r.method.startswith(method_prefix):
+                return r
+        raise KeyError(method_prefix)
+
+    def markdown(self) -> str:
+        from napari_dgno.bench.report import to_markdown
+
+        return to_markdown(self)
+
+    def plain(self) -> str:
+        from napari_dgno.bench.report import to_plain
+
+        return to_plain(self)
+
+
+# -- where models are ------------------------------------------------------------------------------
+
+
+def default_baseline_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("napari-dgno")) / "bench"
+
+
+def find_baseline(name: str, directory: Path) -> Path | None:
+    """``DIR/NAME.json`` or what ``--train-baselines`` writes, ``DIR/NAME/NAME.json``."""
+    for stem in (Path(directory) / name, Path(directory) / name / name):
+        if (
+            stem.with_name(stem.name + ".json").is_file()
+            and stem.with_name(stem.name + ".safetensors").is_file()
+        ):
+            return stem.with_name(stem.name + ".json")
+    return None
+
+
+def default_models(baseline_dir: str | Path | None = None) -> dict:
+    """Shipped DGNO variants by name, baselines by path (None when not trained yet)."""
+    directory = Path(baseline_dir) if baseline_dir else default_baseline_dir()
+    models: dict = {name: find_baseline(name, directory) for name in BASELINES}
+    models.update({name: name for name in SHIPPED})
+    return models
+
+
+def train_baselines(
+    baseline_dir: str | Path | None = None, configs_dir: str | Path | None = None, log: Log | None = None
+) -> dict[str, Path]:
+    """Train the missing baselines with their ``configs/NAME.yaml`` into ``baseline_dir``."""
+    from napari_dgno.train.config import TrainConfig
+    from napari_dgno.train.engine import Trainer
+
+    log = log or (lambda _msg: None)
+    directory = Path(baseline_dir) if baseline_dir else default_baseline_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    configs = Path(configs_dir) if configs_dir else _configs_dir()
+    out = {}
+    for name in BASELINES:
+        found = find_baseline(name, directory)
+        if found is not None:
+            log(f"{name}: already trained ({found})")
+            out[name] = found
+            continue
+        config_path = configs / f"{name}.yaml"
+        if not config_path.is_file():
+            raise FileNotFoundError(f"no training config {config_path} (run from the repository)")
+        log(f"{name}: training with {config_path} into {directory}")
+        stem = Trainer(TrainConfig.from_yaml(config_path, output_dir=str(directory))).run()
+        out[name] = Path(stem).with_name(Path(stem).name + ".json")
+    return out
+
+
+def _configs_dir() -> Path:
+    here = Path(__file__).resolve().parents[3] / "configs"  # src/napari_dgno/bench/run.py -> repo
+    return here if here.is_dir() else Path.cwd() / "configs"
+
+
+# -- the run ---------------------------------------------------------------------------------------
+
+
+def run_bench(
+    models: dict | None = None,
+    quick: bool = False,
+    element_sweep=ELEMENT_SWEEP,
+    out: str | Path | None = None,
+    *,
+    baseline_dir: str | Path | None = None,
+    sweep_model: str | None = None,
+    classical_settings: ClassicalSettings | None = None,
+    threads: int | None = None,
+    log: Log | None = None,
+) -> BenchReport:
+    """Benchmark everything on the frozen test set; write ``bench.md`` + ``bench.json`` to ``out``.
+
+    models: ``{name: checkpoint path | model name | DeblurModel | network}``; a None entry or one
+        that does not load is a skipped row with the reason.
+        Default: the shipped DGNO variants and the baselines in ``baseline_dir``.
+    quick: 2 test images, 2 tuning images, a coarse z grid and at most 15 RL iterations (tests, CI).
+    element_sweep: element sizes (px, 0 = one element) run at inference on ``sweep_model``
+        (default ``dgno-small-face``, else the first DGNO model that loads).
+    classical_settings: skip tuning and use these.
+    threads: CPU threads for the whole run (default: torch's setting); recorded in the report.
+    """
+    from napari_dgno.inference.devices import cpu_threads
+
+    log = log or (lambda _msg: None)
+    started = time.perf_counter()
+    with cpu_threads(threads) as n_threads:
+        test = benchmark_set(quick)
+        log(f"test set: {len(test.items)} images, fingerprint {test.fingerprint}")
+        jump_bins = [jumps.bin_index(jumps.jump_distance(i.depth)) for i in test.items]
+        n_bins = len(jumps.DISTANCE_BINS) - 1
+        blurred_local = [
+            jumps.binned_psnr(i.blurred, i.sharp, b, n_bins)
+            for i, b in zip(test.items, jump_bins, strict=True)
+        ]
+        evaluate = _Evaluator(test.items, jump_bins, blurred_local, n_bins, n_threads, log)
+
+        rows = [evaluate("Blurred input", "input", lambda item: item.blurred, timed=False)]
+        if classical_settings is None:
+            tune = tuning_set(quick)
+            log(f"tuning the classical methods on {len(tune.items)} images (fingerprint {tune.fingerprint})")
+            classical_settings = tune_classical(
+                tune.items,
+                Z_GRID_QUICK_UM if quick else Z_GRID_UM,
+                max_iterations=QUICK_MAX_ITERATIONS if quick else MAX_ITERATIONS,
+                log=log,
+                fingerprint=tune.fingerprint,
+            )
+        for m in classical_methods(classical_settings):
+            rows.append(evaluate(m.label, m.kind, m.restore, settings=m.settings))
+
+        models = default_models(baseline_dir) if models is None else dict(models)
+        loaded = {}
+        for name, spec in models.items():
+            label = SHIPPED.get(name) or BASELINES.get(name) or name
+            model, note = _load(name, spec, baseline_dir)
+            if model is None:
+                rows.append(BenchRow(label, "network", note=note))
+                continue
+            loaded[name] = model
+            rows.append(_network_row(evaluate, label, model, None))
+        rows += _sweep_rows(evaluate, loaded, element_sweep, sweep_model)
+
+        seconds = time.perf_counter() - started
+        meta = {
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "quick": quick,
+            "test_set": {
+                "fingerprint": test.fingerprint,
+                "images": [i.name for i in test.items],
+                "size": [int(s) for s in test.items[0].sharp.shape] if test.items else None,
+                "max_defocus_um": MAX_DEFOCUS_UM,
+                "notes": test.notes,
+            },
+            "classical_settings": classical_settings.to_dict(),
+            "threads": n_threads,
+            "cpu": _cpu_name(),
+            "torch": _torch_version(),
+            "jump_threshold_um": jumps.JUMP_THRESHOLD_UM,
+            "jump_pixel_fraction": _bin_fractions(jump_bins, n_bins),
+            "seconds": round(seconds, 1),
+        }
+    report = BenchReport(rows, jumps.bin_labels(), meta)
+    if out is not None:
+        from napari_dgno.bench.report import write_report
+
+        write_report(report, out)
+    return report
+
+
+class _Evaluator:
+    """Runs one method over the test set: metrics in both conventions, time, jump-distance gains."""
+
+    def __init__(self, items: list[BenchItem], bins, blurred_local, n_bins: int, threads: int, log: Log):
+        self.items, self.bins, self.blurred_local, self.n_bins = items, bins, blurred_local, n_bins
+        self.threads, self.log = threads, log
+
+    def __call__(
+        self, label: str, kind: str, restore, settings: str = "", timed: bool = True, **extra
+    ) -> BenchRow:
+        gt, mm, gains, seconds = [], [], [[] for _ in range(self.n_bins)], 0.0
+        for item, bins, base in zip(self.items, self.bins, self.blurred_local, strict=True):
+            t0 = time.perf_counter()
+            restored = np.asarray(restore(item), dtype=np.float32)
+            seconds += time.perf_counter() - t0
+            gt.append(psnr_ssim(restored, item.sharp, "gt"))
+            mm.append(psnr_ssim(restored, item.sharp, "minmax"))
+            local = jumps.binned_psnr(restored, item.sharp, bins, self.n_bins)
+            for b, (v, v0) in enumerate(zip(local, base, strict=True)):
+                if v is not None and v0 is not None and np.isfinite(v) and np.isfinite(v0):
+                    gains[b].append(v - v0)
+        megapixels = sum(i.sharp.size for i in self.items) / 1e6
+        gt, mm = np.array(gt), np.array(mm)
+        row = BenchRow(
+            method=label,
+            kind=kind,
+            psnr=float(gt[:, 0].mean()),
+            ssim=float(gt[:, 1].mean()),
+            psnr_minmax=float(mm[:, 0].mean()),
+            ssim_minmax=float(mm[:, 1].mean()),
+            ms_per_mpx=1000 * seconds / megapixels if timed else None,
+            settings=settings,
+            jump_gain_db=[float(np.mean(g)) if g else None for g in gains],
+            **extra,
+        )
+        self.log(f"{label}: PSNR {row.psnr:.2f} dB, SSIM {row.ssim:.3f}")
+        return row
+
+
+def _load(name: str, spec, baseline_dir) -> tuple[object | None, str]:
+    """``(DeblurModel, "")`` or ``(None, why not)``."""
+    import torch
+
+    from napari_dgno.errors import DGNOError
+    from napari_dgno.inference.engine import DeblurModel, load_model
+
+    if isinstance(spec, DeblurModel):
+        return spec, ""
+    if isinstance(spec, torch.nn.Module):
+        return DeblurModel(net=spec.eval(), meta={}, name=name), ""
+    if spec is None:
+        where = Path(baseline_dir) if baseline_dir else default_baseline_dir()
+        return None, f"not found in {where}; train it with `dgno bench --train-baselines`"
+    try:
+        return load_model(spec, device="cpu"), ""
+    except (DGNOError, OSError, ValueError) as err:
+        return None, f"not loaded: {' '.join(str(err).split())}"
+
+
+def _network_row(
+    evaluate: _Evaluator, label: str, model, element_size: int | None, kind="network"
+) -> BenchRow:
+    from napari_dgno.inference.engine import deblur
+    from napari_dgno.model import count_parameters
+
+    def restore(item: BenchItem) -> np.ndarray:
+        return deblur(item.blurred, model, element_size=element_size, device="cpu", threads=evaluate.threads)
+
+    if evaluate.items:  # warm-up: the first call pays for allocations and kernel selection
+        restore(evaluate.items[0])
+    e = model.element_size if element_size is None else element_size
+    settings = f"{model.name}" + (f", E = {e} px, flux {model.flux}" if e is not None else "")
+    return evaluate(
+        label,
+        kind,
+        restore,
+        settings=settings,
+        params_m=count_parameters(model.net) / 1e6,
+        gmacs=_gmacs(model.net, element_size),
+    )
+
+
+def _sweep_rows(evaluate: _Evaluator, loaded: dict, sweep, sweep_model: str | None) -> list[BenchRow]:
+    if not sweep:
+        return []
+    name = sweep_model or DEFAULT_SWEEP_MODEL
+    if name not in loaded:
+        dgno = [n for n, m in loaded.items() if hasattr(getattr(m.net, "config", None), "element_size")]
+        if sweep_model is not None or not dgno:
+            return [BenchRow("Element-size sweep", "element sweep", note=f"{name} not loaded")]
+        name = dgno[0]
+    model = loaded[name]
+    from napari_dgno.model.config import check_element_size
+
+    rows = []
+    for e in sweep:
+        label = f"{name}, E = {e} px" if e else f"{name}, one element (E = 0)"
+        if e == model.element_size:
+            label += " (trained)"
+        try:
+            check_element_size(int(e), model.net.config.levels - 1)
+        except ValueError as err:
+            rows.append(BenchRow(label, "element sweep", note=str(err)))
+            continue
+        rows.append(_network_row(evaluate, label, model, int(e), kind="element sweep"))
+    return rows
+
+
+def _gmacs(net, element_size: int | None) -> float | None:
+    """GMACs per 256² image at this element size (None if the counter cannot run the network)."""
+    import torch
+
+    from napari_dgno.model.complexity import count_gmacs
+
+    class _AtElementSize(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net, self.config = net, getattr(net, "config", None)
+
+        def forward(self, x):
+            return self.net(x) if element_size is None else self.net(x, element_size=element_size)
+
+    was_training = net.training
+    try:
+        return float(count_gmacs(_AtElementSize().eval(), size=256))
+    except Exception:  # a counting failure must not cost the row
+        return None
+    finally:
+        net.train(was_training)
+
+
+def _bin_fractions(bins_per_item, n_bins: int) -> list[float]:
+    counts = np.zeros(n_bins)
+    for b in bins_per_item:
+        counts += np.bincount(b.ravel(), minlength=n_bins)[:n_bins]
+    return [float(c) for c in counts / max(counts.sum(), 1)]
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__
