@@ -1,0 +1,311 @@
+"""The ``dgno`` command: ``dgno deblur``, ``dgno models`` (and ``demo``, ``train``, ``bench`` as they land).
+
+Every failure the user can fix is one line, ``dgno: error: <reason>``, and exit status 2; an
+interrupted run exits 130. Output files are written atomically, so a failed or interrupted run never
+leaves a partial file. Heavy imports (torch) happen inside the commands, so ``dgno --help`` is quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from pathlib import Path
+
+from .errors import DGNOError, InputError
+
+# Subcommands: name -> "module:function". The function receives the subparsers object, adds its
+# parser and sets ``func`` (``args -> int`` exit code) with ``set_defaults``. Add a line here for a new
+# command (``"train": "napari_dgno.train.cli:add_parser"``); a module that does not exist (yet) is
+# skipped, so the command simply does not appear.
+SUBCOMMANDS: dict[str, str] = {
+    "deblur": "napari_dgno.cli:add_deblur_parser",
+    "models": "napari_dgno.cli:add_models_parser",
+    "bench": "napari_dgno.bench.cli:add_parser",
+}
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+FLUX_CHOICES = ("face", "p0dg", "none")
+PRESET_TABLE = ("paper", "small")
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one line through ``main`` instead of exiting."""
+
+    def error(self, message):
+        raise _UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def _one_line(text) -> str:
+    return " ".join(str(text).split())
+
+
+def _pixels_or_auto(text: str):
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels or 'auto', got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more pixels, got {value}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------
+# dgno deblur
+
+
+def add_deblur_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "deblur",
+        help="restore a defocused TIFF image",
+        description=(
+            "Remove spatially varying defocus blur from a TIFF / OME-TIFF (uint8, uint16 or float; "
+            "any compression; nD with Y, X last). Writes a float32 TIFF of the same shape in the "
+            "input's intensity units."
+        ),
+    )
+    p.add_argument("input", type=Path, help="input TIFF / OME-TIFF")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output .tif / .ome.tif")
+    p.add_argument("--model", help="model name (see `dgno models`) or checkpoint path")
+    p.add_argument("--element-size", type=int, metavar="PX", help="element side in pixels (0 = one)")
+    p.add_argument("--flux", choices=FLUX_CHOICES, help="interface flux between elements")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--tile", type=_pixels_or_auto, default="auto", metavar="PX|auto")
+    p.add_argument("--overlap", type=_pixels_or_auto, default="auto", metavar="PX|auto")
+    p.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: torch's setting)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    p.set_defaults(func=run_deblur)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return a.samefile(b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def _check_output(input_path: Path, output: Path) -> None:
+    if _same_file(input_path, output):
+        raise InputError(f"refusing to overwrite the input {input_path}; choose another -o path")
+    if not output.name.lower().endswith(TIFF_SUFFIXES):
+        raise InputError(f"output {output} must end in .tif or .tiff (.ome.tif for OME-TIFF)")
+    if output.is_dir():
+        raise InputError(f"output {output} is a folder")
+    if not output.parent.is_dir():
+        raise InputError(f"output folder {output.parent} does not exist")
+
+
+class _Progress:
+    """A tqdm bar on stderr, created at the first tile (so early errors print nothing else)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.bar = enabled, None
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="tile", desc="deblur", file=sys.stderr, leave=False)
+        if self.bar.total != total:
+            self.bar.total = total
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run_deblur(args) -> int:
+    from .inference import deblur, load_model
+    from .inference.engine import default_model_name
+    from .io import read_image, write_tiff_atomic
+
+    started = time.perf_counter()
+    _check_output(args.input, args.output)
+    image, info = read_image(args.input)
+    model_name = args.model
+    if model_name is None and args.flux is not None:
+        model_name = default_model_name(flux=args.flux)  # None -> the default, run with that flux
+    model = load_model(model_name, device=args.device)
+    progress = _Progress(enabled=not args.quiet)
+    run_info: dict = {}
+    try:
+        restored = deblur(
+            image,
+            model,
+            element_size=args.element_size,
+            flux=args.flux,
+            tile=args.tile,
+            overlap=args.overlap,
+            threads=args.threads,
+            progress=progress,
+            info=run_info,
+        )
+    finally:
+        progress.close()
+    write_tiff_atomic(args.output, restored, metadata=info)
+    if not args.quiet:
+        shape = "x".join(str(s) for s in restored.shape)
+        options = f"E={run_info['element_size']}, flux={run_info['flux']}" if run_info["flux"] else ""
+        print(
+            f"dgno: wrote {args.output} ({shape} float32) with model {model.name}"
+            f"{f' ({options})' if options else ''} on {run_info['device']} "
+            f"in {time.perf_counter() - started:.1f} s",
+            file=sys.stderr,
+        )
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# dgno models
+
+
+def add_models_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "models",
+        help="list installed models and the presets' size and cost",
+        description="Shipped and user models, then parameters and GMACs of each preset and flux.",
+    )
+    p.add_argument("--size", type=int, default=256, help="image side for the GMAC count (default 256)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.set_defaults(func=run_models)
+
+
+def _format_metrics(metrics: dict) -> str:
+    parts = []
+    for key, value in (metrics or {}).items():
+        if isinstance(value, float):
+            parts.append(f"{key}={value:.4g}")
+        elif isinstance(value, (int, str)):
+            parts.append(f"{key}={value}")
+    return " ".join(parts) or "-"
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths, strict=True)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def preset_costs(size: int = 256) -> list[dict]:
+    """Parameters and GMACs of every (preset, flux) pair in the table, counted on the meta device."""
+    from .model.complexity import preset_cost
+
+    out = []
+    for preset in PRESET_TABLE:
+        for flux in FLUX_CHOICES:
+            params, gmacs = preset_cost(preset, flux, size)
+            out.append({"preset": preset, "flux": flux, "params": params, "gmacs": gmacs, "size": size})
+    return out
+
+
+def run_models(args) -> int:
+    from .inference.engine import list_models, shipped_model_dir, user_model_dir
+
+    models = list_models()
+    costs = preset_costs(args.size)
+    if args.json:
+        import json
+
+        print(json.dumps({"models": models, "presets": costs}, indent=2, default=str))
+        return 0
+    print("Models")
+    if models:
+        rows = []
+        for m in models:
+            if "error" in m:
+                rows.append([m["name"], m["source"], "-", "-", "-", "-", f"unreadable: {m['error']}"])
+                continue
+            name = m["name"] + (" (default)" if m.get("default") else "")
+            params = f"{m['params'] / 1e6:.2f} M" if m.get("params") else "-"
+            rows.append(
+                [
+                    name,
+                    m["source"],
+                    m.get("preset") or m.get("architecture", "-"),
+                    m.get("flux") or "-",
+                    str(m["element_size"]) if m.get("element_size") is not None else "-",
+                    params,
+                    _format_metrics(m.get("metrics")),
+                ]
+            )
+        print(_table(rows, ["name", "source", "preset", "flux", "element px", "params", "metrics"]))
+    else:
+        print(f"  (none: nothing shipped in {shipped_model_dir()}, no user models in {user_model_dir()})")
+    print()
+    print(f"Presets: parameters and GMACs (as the paper counts GFLOPs) per {args.size}x{args.size} image")
+    rows = [
+        [c["preset"], c["flux"], f"{c['params']:,}", f"{c['params'] / 1e6:.2f} M", f"{c['gmacs']:.2f}"]
+        for c in costs
+    ]
+    print(_table(rows, ["preset", "flux", "parameters", "params", "GMACs"]))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# Entry point
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = _Parser(
+        prog="dgno",
+        description="Remove spatially varying defocus blur from microscopy images with DGNO.",
+    )
+    parser.add_argument("--version", action="version", version=f"napari-dgno {__version__}")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for target in SUBCOMMANDS.values():
+        module_name, _, attr = target.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name and module_name.startswith(err.name):
+                continue  # that command's module has not landed yet
+            raise
+        getattr(module, attr)(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``dgno``; returns the exit status (0 ok, 2 bad input or usage, 130 interrupted)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as err:
+        print(f"dgno: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except SystemExit as exit_:  # --help, --version
+        return exit_.code if isinstance(exit_.code, int) else 0
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(func(args) or 0)
+    except DGNOError as err:
+        print(f"dgno: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("dgno: error: out of memory; try a smaller --tile or another --device", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dgno: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # python -m napari_dgno.cli
+    sys.exit(main())

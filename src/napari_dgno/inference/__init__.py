@@ -1,0 +1,33 @@
+"""Inference: device choice, element-aligned tiling with feathered blending, and the deblur engine."""
+
+from .devices import autocast_context, available_devices, cpu_threads, resolve_device
+from .engine import (
+    DeblurModel,
+    deblur,
+    default_model_name,
+    list_models,
+    load_model,
+    shipped_model_dir,
+    user_model_dir,
+)
+from .tiling import Blender, Tile, auto_overlap, auto_tile, plan_tiles, tile_weight
+
+__all__ = [
+    "Blender",
+    "DeblurModel",
+    "Tile",
+    "auto_overlap",
+    "auto_tile",
+    "autocast_context",
+    "available_devices",
+    "cpu_threads",
+    "deblur",
+    "default_model_name",
+    "list_models",
+    "load_model",
+    "plan_tiles",
+    "resolve_device",
+    "shipped_model_dir",
+    "tile_weight",
+    "user_model_dir",
+]

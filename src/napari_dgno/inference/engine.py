@@ -1,0 +1,598 @@
+"""The deblur engine: find and load models, then restore images of any size and dimensionality.
+
+``deblur`` is what the CLI, the widgets and scripts all call. It normalises once for the whole input
+(so every plane and every tile is in the same units), walks the 2-D planes (Y, X are the last two
+axes), tiles each plane on the element grid, and maps the result back to the input's intensity units.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import Cancelled, CheckpointError, DGNOError, InputError
+from ..io.checkpoint import (
+    META_SUFFIX,
+    PICKLE_SUFFIXES,
+    WEIGHTS_SUFFIX,
+    checkpoint_paths,
+    is_checkpoint_json,
+    load_checkpoint,
+    read_metadata,
+)
+from ..model import FLUX_VARIANTS, build_model, count_parameters
+from ..model.config import check_element_size
+from ..normalize import Normalization, fit_normalization
+from .devices import autocast_context, cpu_threads, resolve_device
+from .tiling import Blender, auto_overlap, auto_tile, halve_tile, plan_tiles, round_up
+
+MODEL_DIR_ENV = "NAPARI_DGNO_MODEL_DIR"
+SHIPPED_INDEX = "models.json"
+MIN_SIDE = 8  # smallest Y or X we accept; smaller sides are reflect-padded by the network
+
+ProgressFn = Callable[[int, int], None]
+CancelFn = Callable[[], bool]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Where models live
+
+
+def shipped_model_dir() -> Path:
+    """Checkpoints that ship inside the package (``napari_dgno/weights``)."""
+    return Path(__file__).resolve().parent.parent / "weights"
+
+
+def user_model_dir() -> Path:
+    """The user's own (fine-tuned) models: ``$NAPARI_DGNO_MODEL_DIR`` or the platform data folder."""
+    env = os.environ.get(MODEL_DIR_ENV)
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("napari-dgno")) / "models"
+
+
+def _shipped_index() -> dict:
+    """``weights/models.json``: ``{"default": NAME, "models": [NAME, ...]}`` (both optional)."""
+    path = shipped_model_dir() / SHIPPED_INDEX
+    if not path.is_file():
+        return {}
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path} is not valid JSON ({err})") from None
+    return index if isinstance(index, dict) else {}
+
+
+def _checkpoints_in(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p for p in folder.glob("*" + META_SUFFIX) if p.name != SHIPPED_INDEX and is_checkpoint_json(p)
+    )
+
+
+def _params_from_config(meta: dict) -> int | None:
+    if isinstance(meta.get("params"), int):
+        return meta["params"]
+    try:  # build on the meta device: shapes only, no memory, no weights read
+        with torch.device("meta"):
+            return count_parameters(build_model(meta["architecture"], meta["config"]))
+    except Exception:
+        return None
+
+
+def _entry(path: Path, source: str) -> dict:
+    name = path.name[: -len(META_SUFFIX)]
+    entry = {"name": name, "source": source, "path": str(path.with_name(name + WEIGHTS_SUFFIX))}
+    try:
+        meta = read_metadata(path)
+    except CheckpointError as err:
+        entry["error"] = str(err)
+        return entry
+    entry.update(
+        name=meta.get("name") or name,
+        architecture=meta["architecture"],
+        preset=meta.get("preset"),
+        flux=meta.get("flux", meta["config"].get("flux")),
+        element_size=meta.get("element_size", meta["config"].get("element_size")),
+        params=_params_from_config(meta),
+        metrics=meta.get("metrics") or {},
+        created=meta.get("created"),
+    )
+    return entry
+
+
+def list_models() -> list[dict]:
+    """Shipped, then user models, from their JSON only (no tensors read).
+
+    Each entry: ``name, source ("shipped"/"user"), path, architecture, preset, flux, element_size,
+    params, metrics``; an unreadable checkpoint is listed with an ``error`` instead.
+    """
+    index = _shipped_index()
+    order = {n: i for i, n in enumerate(index.get("models", []))}
+    shipped = [_entry(p, "shipped") for p in _checkpoints_in(shipped_model_dir())]
+    shipped.sort(key=lambda e: (order.get(e["name"], len(order)), e["name"]))
+    default = default_model_name(shipped=shipped, index=index)
+    for e in shipped:
+        e["default"] = e["name"] == default
+    user = [_entry(p, "user") for p in _checkpoints_in(user_model_dir())]
+    return shipped + user
+
+
+def default_model_name(flux: str | None = None, *, shipped=None, index=None) -> str | None:
+    """The shipped default (``models.json``'s ``default``, else the first shipped model); with
+    ``flux``, the default if it was trained with that flux, else the first shipped model that was.
+    None when nothing suitable ships."""
+    index = _shipped_index() if index is None else index
+    if shipped is None:
+        order = {n: i for i, n in enumerate(index.get("models", []))}
+        shipped = [_entry(p, "shipped") for p in _checkpoints_in(shipped_model_dir())]
+        shipped.sort(key=lambda e: (order.get(e["name"], len(order)), e["name"]))
+    usable = [e for e in shipped if "error" not in e]
+    if flux is not None:
+        usable = [e for e in usable if e.get("flux") == flux]
+    names = [e["name"] for e in usable]
+    if not names:
+        return None
+    return index.get("default") if index.get("default") in names else names[0]
+
+
+def _looks_like_path(text: str) -> bool:
+    return (
+        os.sep in text
+        or (os.altsep is not None and os.altsep in text)
+        or text.endswith((WEIGHTS_SUFFIX, META_SUFFIX, *PICKLE_SUFFIXES))
+        or text.startswith(("~", "."))
+    )
+
+
+def find_model(name: str) -> Path:
+    """The JSON path of a model called ``name``: shipped first, then the user's folder."""
+    for source, folder in (("shipped", shipped_model_dir()), ("user", user_model_dir())):
+        for path in _checkpoints_in(folder):
+            stem = path.name[: -len(META_SUFFIX)]
+            if stem == name:
+                return path
+            entry = _entry(path, source)
+            if entry.get("name") == name:
+                return path
+    shipped = [e["name"] for e in list_models() if e["source"] == "shipped"]
+    if not shipped:
+        raise CheckpointError(
+            f"no shipped model named {name!r} (no models ship with this install yet, and none in "
+            f"{user_model_dir()}); pass a checkpoint path instead"
+        )
+    user = [e["name"] for e in list_models() if e["source"] == "user"]
+    known = ", ".join(shipped + user)
+    raise CheckpointError(f"no model named {name!r} (known: {known}); see `dgno models`")
+
+
+@dataclass
+class DeblurModel:
+    """A loaded network plus its checkpoint metadata and the device it lives on."""
+
+    net: nn.Module
+    meta: dict = field(default_factory=dict)
+    name: str = "unnamed"
+    path: Path | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def architecture(self) -> str:
+        return self.meta.get("architecture", "dgno")
+
+    @property
+    def element_size(self) -> int | None:
+        config = getattr(self.net, "config", None)
+        return self.meta.get("element_size", getattr(config, "element_size", None))
+
+    @property
+    def flux(self) -> str | None:
+        config = getattr(self.net, "config", None)
+        return self.meta.get("flux", getattr(config, "flux", None))
+
+    def to(self, device) -> DeblurModel:
+        """Move the network (in place) to ``device``; returns self."""
+        self.device = resolve_device(device)
+        self.net.to(self.device)
+        return self
+
+
+def _locate(name_or_path) -> Path:
+    """The checkpoint a model argument refers to (see :func:`load_model`)."""
+    if name_or_path is None:
+        name = default_model_name()
+        if name is None:
+            raise CheckpointError(
+                f"no shipped model found in {shipped_model_dir()}; pass a checkpoint with --model PATH"
+            )
+        return find_model(name)
+    if isinstance(name_or_path, os.PathLike) or _looks_like_path(str(name_or_path)):
+        return Path(name_or_path).expanduser()
+    meta_path = checkpoint_paths(name_or_path)[1]
+    return meta_path if meta_path.is_file() else find_model(str(name_or_path))
+
+
+def _wrap(net: nn.Module, meta: dict, path: Path, device: torch.device) -> DeblurModel:
+    weights, meta_path = checkpoint_paths(path)
+    name = meta.get("name") or meta_path.name[: -len(META_SUFFIX)]
+    return DeblurModel(net=net, meta=dict(meta), name=name, path=weights, device=device)
+
+
+def load_model(name_or_path=None, device="auto") -> DeblurModel:
+    """``None``: the shipped default; a name: shipped, then user models; a path: that checkpoint.
+
+    Every call builds a fresh network (safe to fine-tune or move).
+    """
+    path, target = _locate(name_or_path), resolve_device(device)
+    net, meta = load_checkpoint(path, device=target)
+    return _wrap(net, meta, path, target)
+
+
+def _load_model_cached(name_or_path, device) -> DeblurModel:
+    """For ``deblur(model="name")``: the network stays private to the engine, so it can be reused."""
+    path, target = _locate(name_or_path), resolve_device(device)
+    net, meta = _load_cached(*_cache_key(path), str(target))
+    return _wrap(net, meta, path, target)
+
+
+def _cache_key(path: Path) -> tuple:
+    key = []
+    for file in checkpoint_paths(path):
+        try:
+            stat = file.stat()
+            key += [str(file.resolve()), stat.st_mtime_ns, stat.st_size]
+        except OSError:
+            key += [str(file), 0, 0]  # load_checkpoint reports the missing file
+    return tuple(key)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_cached(weights: str, w_mtime: int, w_size: int, meta: str, m_mtime: int, m_size: int, device: str):
+    """Reloading a checkpoint per call would cost ~50 ms each time a widget runs; keep the last two."""
+    return load_checkpoint(weights, device=device)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Input checks
+
+
+def _is_lazy(image) -> bool:
+    return not isinstance(image, np.ndarray) and all(
+        hasattr(image, a) for a in ("shape", "dtype", "ndim", "__getitem__")
+    )
+
+
+def _check_image(image, channel_axis: int | None):
+    """Validate and return ``(array with Y, X last and channels first, lazy?)`` or raise InputError."""
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().numpy()
+    lazy = _is_lazy(image)
+    if not lazy:
+        try:
+            image = np.asarray(image)
+        except Exception as err:
+            raise InputError(f"cannot turn the input into an array ({err})") from None
+    dtype = np.dtype(image.dtype)
+    if dtype.kind not in "uif":
+        kind = {"b": "boolean", "c": "complex", "O": "object", "U": "text", "S": "bytes"}.get(
+            dtype.kind, str(dtype)
+        )
+        raise InputError(f"cannot deblur a {kind} array ({dtype}); pass integer or float intensities")
+    shape = tuple(int(s) for s in image.shape)
+    if len(shape) < 2:
+        raise InputError(f"need an image with at least 2 dimensions (..., Y, X), got shape {shape}")
+    if 0 in shape:
+        raise InputError(f"the image is empty (shape {shape})")
+    if channel_axis is not None:
+        if len(shape) < 3 or not -len(shape) <= channel_axis < len(shape):
+            raise InputError(f"channel_axis {channel_axis} is not an axis of a colour image of shape {shape}")
+        if lazy:
+            import dask.array as da
+
+            image = image if hasattr(image, "compute") else da.from_array(image)
+            image = da.moveaxis(image, channel_axis, 0)
+        else:
+            image = np.moveaxis(image, channel_axis, 0)
+        shape = tuple(int(s) for s in image.shape)
+    elif len(shape) >= 3 and shape[-1] in (3, 4) and shape[-2] >= MIN_SIDE:
+        raise InputError(
+            f"shape {shape} looks like an RGB(A) image (last axis of {shape[-1]}), but Y, X must be "
+            "the last two axes; convert to one channel, or pass channel_axis=-1 to deblur each channel"
+        )
+    if shape[-2] < MIN_SIDE or shape[-1] < MIN_SIDE:
+        raise InputError(
+            f"the image is {shape[-2]}x{shape[-1]} pixels (Y, X = last two axes); need at least "
+            f"{MIN_SIDE}x{MIN_SIDE}"
+        )
+    if not lazy and dtype.kind == "f" and not np.isfinite(image).all():
+        bad = int(image.size - np.count_nonzero(np.isfinite(image)))
+        raise InputError(f"the image holds {bad} NaN or infinite value(s); replace them first")
+    return image, lazy
+
+
+def _fit(image, lazy: bool) -> tuple[Normalization, float | None]:
+    """Percentile normalisation over the whole input; ``(norm, constant value or None)``.
+
+    When the 1st and 99.8th percentiles coincide the percentile map is degenerate: a truly constant
+    image is returned as it is (deblurring a flat field changes nothing), anything else (a few bright
+    spots on a flat background) falls back to a min-max range.
+    """
+    norm = fit_normalization(image)
+    if not (np.isfinite(norm.lo) and np.isfinite(norm.hi)):
+        raise InputError("the image holds NaN or infinite values; replace them first")
+    if norm.hi > norm.lo:
+        return norm, None
+    if lazy:
+        lo = min(float(np.min(np.asarray(image[idx]))) for idx in np.ndindex(image.shape[:-2]))
+        hi = max(float(np.max(np.asarray(image[idx]))) for idx in np.ndindex(image.shape[:-2]))
+    else:
+        lo, hi = float(image.min()), float(image.max())
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise InputError("the image holds NaN or infinite values; replace them first")
+    if hi == lo:
+        return norm, lo
+    return Normalization(lo, hi, 0.0, 100.0), None
+
+
+def _read_plane(image, idx, lazy: bool) -> np.ndarray:
+    if not lazy:
+        return image[idx]
+    try:
+        plane = np.asarray(image[idx])
+    except DGNOError:
+        raise
+    except Exception as err:  # a damaged file behind a lazy array
+        raise InputError(f"could not read plane {idx} of the input ({' '.join(str(err).split())})") from None
+    if plane.dtype.kind == "f" and not np.isfinite(plane).all():
+        raise InputError(f"plane {idx} holds NaN or infinite values; replace them first")
+    return plane
+
+
+# ---------------------------------------------------------------------------------------------------
+# Model resolution and run-time options
+
+
+def _as_deblur_model(model, device) -> DeblurModel:
+    if isinstance(model, DeblurModel):
+        if device not in (None, "auto") and resolve_device(device) != model.device:
+            model.to(device)
+        return model
+    if isinstance(model, nn.Module):
+        params = next(iter(model.parameters()), None)
+        current = params.device if params is not None else torch.device("cpu")
+        if device not in (None, "auto"):
+            target = resolve_device(device)
+            if target != current:
+                model.to(target)
+            current = target
+        return DeblurModel(net=model, meta={}, name=type(model).__name__, device=current)
+    if model is None or isinstance(model, (str, os.PathLike)):
+        return _load_model_cached(model, device)
+    raise InputError(
+        f"model must be a name, a path, a DeblurModel or a torch module, got {type(model).__name__}"
+    )
+
+
+def _runtime_options(dm: DeblurModel, element_size, flux) -> tuple[int | None, str | None]:
+    config = getattr(dm.net, "config", None)
+    if not hasattr(config, "element_size"):  # NAFNet or a plain module: no elements, no flux
+        return None, None
+    e = dm.element_size if element_size is None else element_size
+    f = dm.flux if flux is None else flux
+    if isinstance(e, float) and e.is_integer():
+        e = int(e)
+    try:
+        check_element_size(e, config.levels - 1)
+    except ValueError as err:
+        raise InputError(str(err)) from None
+    if f not in FLUX_VARIANTS:
+        raise InputError(f"flux must be one of {', '.join(FLUX_VARIANTS)}, got {f!r}")
+    return e, f
+
+
+@functools.lru_cache(maxsize=32)
+def _accepts_options(forward_type) -> bool:
+    try:
+        params = inspect.signature(forward_type.forward).parameters
+    except (TypeError, ValueError):
+        return False
+    return "element_size" in params and "flux" in params
+
+
+def _pad_multiple(net: nn.Module, element_size) -> int:
+    fn = getattr(net, "pad_multiple", None)
+    return int(fn(element_size)) if callable(fn) else 1
+
+
+def _tile_sizes(tile, overlap, plane_shape, multiple: int, device: torch.device) -> tuple[int, int]:
+    if tile == "auto" or tile is None:
+        tile_px = auto_tile(plane_shape, multiple, device.type)
+    else:
+        try:
+            tile_px = int(tile)
+        except (TypeError, ValueError):
+            raise InputError(f"tile must be 'auto' or a number of pixels, got {tile!r}") from None
+        if tile_px < MIN_SIDE * 2:
+            raise InputError(f"tile must be at least {MIN_SIDE * 2} px, got {tile_px}")
+        tile_px = round_up(tile_px, multiple)
+    if overlap == "auto" or overlap is None:
+        overlap_px = auto_overlap(tile_px, multiple)
+        if overlap_px >= tile_px:
+            overlap_px = max(0, tile_px // 2 // multiple * multiple)
+    else:
+        try:
+            overlap_px = int(overlap)
+        except (TypeError, ValueError):
+            raise InputError(f"overlap must be 'auto' or a number of pixels, got {overlap!r}") from None
+        if overlap_px < 0:
+            raise InputError(f"overlap must be 0 or more pixels, got {overlap_px}")
+        overlap_px = round_up(overlap_px, multiple)
+        if overlap_px >= tile_px:
+            raise InputError(
+                f"overlap ({overlap_px} px) must be smaller than the tile ({tile_px} px; both are "
+                f"rounded up to multiples of {multiple})"
+            )
+    return tile_px, overlap_px
+
+
+# ---------------------------------------------------------------------------------------------------
+# The engine
+
+
+def deblur(
+    image,
+    model=None,
+    *,
+    element_size: int | None = None,
+    flux: str | None = None,
+    device="auto",
+    tile="auto",
+    overlap="auto",
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+    channel_axis: int | None = None,
+    threads: int | None = None,
+    mixed_precision: bool = True,
+    info: dict | None = None,
+) -> np.ndarray:
+    """Restore a defocused image; float32 of the same shape, in the input's intensity units.
+
+    image: numpy (any integer or float dtype), dask or another lazy array (zarr ...), any number of
+        dimensions with Y, X last; each 2-D plane is restored in turn (lazy inputs are read one
+        plane at a time; the result is a numpy array).
+    model: a :class:`DeblurModel`, a model name, a checkpoint path, a network from ``build_model``
+        (or any module with ``pad_multiple``), or None for the shipped default.
+    element_size, flux: run-time options of DGNO (default: the checkpoint's); ignored by networks
+        without elements.
+    device: "auto", "cpu", "cuda", "cuda:N". With "auto", an already loaded model stays where it is;
+        an explicit device moves it there (in place).
+    tile, overlap: pixels or "auto" (whole plane up to ~1024² on CPU / 2048² on GPU, else 512 px
+        tiles with ~1/8 overlap). Both are rounded up to the element grid. On GPU out-of-memory the
+        tile is halved (down to 64 px) and the plane retried.
+    progress: ``progress(done, total)`` after each tile; total = tiles per plane × planes (it grows
+        if an out-of-memory retry makes the tiles smaller).
+    cancel: checked before each tile; a truthy return raises :class:`Cancelled`.
+    channel_axis: the axis holding colour channels, if any (``-1`` for an (Y, X, 3) RGB array).
+        Without it, a last axis of length 3 or 4 is refused as RGB(A) (it cannot be X: images
+        need Y, X >= 8 px). With it, Y, X are the last two of the *other* axes and every channel
+        is restored as a separate plane (the normalisation is shared); the output keeps the
+        input's shape and axis order.
+    threads: CPU threads for this call (default ``$NAPARI_DGNO_THREADS`` or torch's setting).
+    mixed_precision: bf16/fp16 autocast on GPU (never on CPU).
+    info: if a dict is given it is filled with what was done (model, normalisation, tiles, time).
+
+    Rules on input: NaN/inf, empty arrays, fewer than 2 dimensions, Y or X under 8 px, and
+    bool/complex/object dtypes are refused with an :class:`InputError`. Planes smaller than one
+    element (but >= 8 px) are reflect-padded by the network and cropped back. The normalisation is
+    one percentile fit (1 / 99.8) over the whole input, inverted at the end; a constant image comes
+    back unchanged.
+    """
+    started = time.perf_counter()
+    arr, lazy = _check_image(image, channel_axis)
+    dm = _as_deblur_model(model, device)
+    e, f = _runtime_options(dm, element_size, flux)
+    net, dev = dm.net, dm.device
+    multiple = _pad_multiple(net, e)
+    plane_shape = tuple(int(s) for s in arr.shape[-2:])
+    tile_px, overlap_px = _tile_sizes(tile, overlap, plane_shape, multiple, dev)
+    norm, constant = _fit(arr, lazy)
+
+    planes = list(np.ndindex(*arr.shape[:-2]))
+    tiles = plan_tiles(plane_shape, tile_px, overlap_px, multiple)
+    total = len(tiles) * len(planes)
+    out = np.empty(arr.shape, dtype=np.float32)
+    kwargs = {"element_size": e, "flux": f} if e is not None and _accepts_options(type(net)) else {}
+    done = 0
+
+    def run_plane(plane: np.ndarray, tiles) -> np.ndarray:
+        nonlocal done
+        blender = Blender(plane_shape) if len(tiles) > 1 else None
+        result = None
+        for t in tiles:
+            if cancel is not None and cancel():
+                raise Cancelled("deblurring cancelled")
+            x = torch.from_numpy(np.ascontiguousarray(plane[t.slices]))[None, None].to(dev)
+            with autocast_context(dev, mixed_precision):
+                y = net(x, **kwargs)
+            y = y.float()[0, 0].cpu().numpy()
+            if blender is None:
+                result = y
+            else:
+                blender.add(t, y)
+            done += 1
+            if progress is not None:
+                progress(done, total)
+        return result if blender is None else blender.result()
+
+    was_training = net.training
+    threads_ctx = cpu_threads(threads) if dev.type == "cpu" else contextlib.nullcontext()
+    try:
+        net.eval()
+        with threads_ctx, torch.inference_mode():
+            for p, idx in enumerate(planes):
+                if constant is not None:
+                    if cancel is not None and cancel():
+                        raise Cancelled("deblurring cancelled")
+                    out[idx] = constant
+                    done += len(tiles)
+                    if progress is not None:
+                        progress(done, total)
+                    continue
+                plane = norm.apply(_read_plane(arr, idx, lazy))
+                done_before = done
+                while True:
+                    oom = False
+                    try:
+                        restored = run_plane(plane, tiles)
+                    except torch.OutOfMemoryError:
+                        oom = True  # handled outside the except block so the failed tensors are freed
+                    if not oom:
+                        break
+                    smaller = halve_tile(tile_px, multiple)
+                    if smaller is None:
+                        raise DGNOError(
+                            f"out of memory on {dev} even with {tile_px} px tiles; try device='cpu'"
+                        ) from None
+                    if dev.type == "cuda":
+                        torch.cuda.empty_cache()
+                    tile_px = smaller
+                    overlap_px = min(overlap_px, max(0, tile_px // 4 // multiple * multiple))
+                    tiles = plan_tiles(plane_shape, tile_px, overlap_px, multiple)
+                    done = done_before
+                    total = done + len(tiles) * (len(planes) - p)
+                out[idx] = norm.invert(restored)
+    finally:
+        net.train(was_training)
+
+    if channel_axis is not None:
+        out = np.moveaxis(out, 0, channel_axis)
+    if info is not None:
+        info.update(
+            model=dm.name,
+            model_path=str(dm.path) if dm.path else None,
+            element_size=e,
+            flux=f,
+            device=str(dev),
+            tile=tile_px,
+            overlap=overlap_px,
+            tiles_per_plane=len(tiles),
+            planes=len(planes),
+            normalization=norm.to_dict(),
+            constant=constant is not None,
+            seconds=time.perf_counter() - started,
+        )
+    return out

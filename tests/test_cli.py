@@ -1,0 +1,233 @@
+"""The ``dgno`` command: deblur TIFFs end to end, one-line errors, no partial files, ``dgno models``."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_dgno.cli import main
+from napari_dgno.inference import engine
+from napari_dgno.io import save_checkpoint
+from napari_dgno.model import build_model, preset_config
+
+
+@pytest.fixture(autouse=True)
+def quiet_machine(monkeypatch):
+    """One CPU thread (shared 2-core machines) and no user models from the real home folder."""
+    monkeypatch.setenv("NAPARI_DGNO_THREADS", "1")
+
+
+@pytest.fixture
+def user_dir(tmp_path, monkeypatch):
+    folder = tmp_path / "user-models"
+    folder.mkdir()
+    monkeypatch.setenv("NAPARI_DGNO_MODEL_DIR", str(folder))
+    return folder
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    torch.manual_seed(0)
+    net = build_model("dgno", preset_config("tiny"))
+    save_checkpoint(tmp_path / "ckpt" / "tiny", net, {"preset": "tiny"})
+    return tmp_path / "ckpt" / "tiny.safetensors"
+
+
+@pytest.fixture
+def bbbc_like(tmp_path):
+    """696 x 520, 12-bit content in uint16, LZW-compressed: what BBBC006 ships."""
+    rng = np.random.default_rng(0)
+    image = (rng.random((520, 696)) * 4095).astype(np.uint16)
+    path = tmp_path / "mcf-z_stack_w1.tif"
+    tifffile.imwrite(path, image, compression="lzw")
+    return path, image
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_error_line(err, *words):
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("dgno: error: "), err
+    for word in words:
+        assert word.lower() in lines[0].lower(), err
+
+
+def test_deblur_bbbc_like_tiff(capsys, tmp_path, bbbc_like, checkpoint, user_dir):
+    src, image = bbbc_like
+    out = tmp_path / "restored.tif"
+    code, _, err = run(capsys, "deblur", src, "-o", out, "--model", checkpoint, "--device", "cpu")
+    assert code == 0, err
+    assert "wrote" in err
+    restored = tifffile.imread(out)
+    assert restored.dtype == np.float32 and restored.shape == image.shape
+    assert np.isfinite(restored).all()
+    # in the input's units: a random-init net does not restore, but the scale is the input's
+    assert 0.1 < restored.std() / image.std() < 10
+    assert list(tmp_path.glob(".*.tmp")) == []
+
+
+def test_deblur_stack_in_a_subprocess(tmp_path, checkpoint, user_dir):
+    """The installed ``dgno`` script on a 3 x 512 x 512 OME-TIFF stack, tiled, with progress."""
+    script = Path(sys.executable).with_name("dgno")
+    if not script.exists():
+        pytest.skip("the dgno console script is not installed in this environment")
+    stack = (np.random.default_rng(1).random((3, 512, 512)) * 60000).astype(np.uint16)
+    src, out = tmp_path / "stack.ome.tif", tmp_path / "out.ome.tif"
+    tifffile.imwrite(src, stack, metadata={"axes": "ZYX"})
+    env = dict(os.environ, NAPARI_DGNO_THREADS="1", NAPARI_DGNO_MODEL_DIR=str(user_dir))
+    result = subprocess.run(
+        [str(script), "deblur", str(src), "-o", str(out), "--model", str(checkpoint), "--tile", "256",
+         "--overlap", "32", "--element-size", "16", "--flux", "p0dg"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "deblur" in result.stderr and "E=16, flux=p0dg" in result.stderr
+    with tifffile.TiffFile(out) as tif:
+        restored = tif.series[0].asarray()
+        assert tif.is_ome and tif.series[0].axes == "ZYX"
+    assert restored.dtype == np.float32 and restored.shape == (3, 512, 512)
+
+
+@pytest.mark.parametrize("case", ["text", "truncated", "empty", "rgb", "missing", "folder"])
+def test_bad_inputs_exit_2_with_one_line(capsys, tmp_path, bbbc_like, checkpoint, case):
+    src, _ = bbbc_like
+    bad = tmp_path / f"bad-{case}.tif"
+    if case == "text":
+        bad.write_text("plate layout, not an image\n")
+    elif case == "truncated":
+        bad.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
+    elif case == "empty":
+        bad.write_bytes(b"")
+    elif case == "rgb":
+        tifffile.imwrite(bad, np.zeros((64, 64, 3), np.uint8), photometric="rgb")
+    elif case == "folder":
+        bad = tmp_path
+    out = tmp_path / "out.tif"
+    code, _, err = run(capsys, "deblur", bad, "-o", out, "--model", checkpoint, "-q")
+    assert code == 2
+    assert_one_error_line(err)
+    assert not out.exists() and list(tmp_path.glob(".*.tmp")) == []
+
+
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (["--model", "no-such-model"], ["no-such-model"]),
+        (["--device", "quantum"], ["device"]),
+        (["--element-size", "6"], ["multiple"]),
+        (["--tile", "64", "--overlap", "64"], ["overlap"]),
+        (["--tile", "huge"], ["tile"]),
+        (["--flux", "upwind"], ["flux"]),
+    ],
+)
+def test_bad_options_exit_2(capsys, tmp_path, bbbc_like, checkpoint, user_dir, extra, words):
+    src, _ = bbbc_like
+    out = tmp_path / "out.tif"
+    argv = ["deblur", src, "-o", out, "-q"]
+    if "--model" not in extra:
+        argv += ["--model", checkpoint]
+    code, _, err = run(capsys, *argv, *extra)
+    assert code == 2
+    assert_one_error_line(err, *words)
+    assert not out.exists()
+
+
+def test_refuses_to_overwrite_the_input(capsys, bbbc_like, checkpoint):
+    src, image = bbbc_like
+    before = src.read_bytes()
+    code, _, err = run(capsys, "deblur", src, "-o", src, "--model", checkpoint)
+    assert code == 2
+    assert_one_error_line(err, "overwrite")
+    code, _, err = run(capsys, "deblur", src, "-o", src.parent / "." / src.name, "--model", checkpoint)
+    assert code == 2 and src.read_bytes() == before
+
+
+def test_output_must_be_a_tiff(capsys, tmp_path, bbbc_like, checkpoint):
+    src, _ = bbbc_like
+    code, _, err = run(capsys, "deblur", src, "-o", tmp_path / "out.png", "--model", checkpoint)
+    assert code == 2
+    assert_one_error_line(err, ".tif")
+    code, _, err = run(capsys, "deblur", src, "-o", tmp_path / "nope" / "out.tif", "--model", checkpoint)
+    assert code == 2
+    assert_one_error_line(err, "does not exist")
+
+
+def test_interrupt_exits_130_and_leaves_nothing(capsys, tmp_path, checkpoint, monkeypatch):
+    src, out = tmp_path / "in.tif", tmp_path / "out.tif"
+    tifffile.imwrite(src, np.random.default_rng(3).integers(0, 4095, (96, 128)).astype(np.uint16))
+
+    def interrupted(path, data, **kwargs):
+        Path(path).write_bytes(b"II*\x00 partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tifffile, "imwrite", interrupted)
+    code, _, err = run(capsys, "deblur", src, "-o", out, "--model", checkpoint, "-q")
+    assert code == 130 and "interrupted" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "in.tif"]
+
+
+def test_flux_without_model_picks_the_shipped_model_with_that_flux(capsys, tmp_path, monkeypatch, user_dir):
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    torch.manual_seed(0)
+    net = build_model("dgno", preset_config("tiny"))
+    save_checkpoint(shipped / "tiny-face", net, {"preset": "tiny"})
+    save_checkpoint(shipped / "tiny-none", net, {"preset": "tiny", "flux": "none"})
+    (shipped / "models.json").write_text(json.dumps({"default": "tiny-face"}))
+    monkeypatch.setattr(engine, "shipped_model_dir", lambda: shipped)
+    src = tmp_path / "small.tif"
+    tifffile.imwrite(src, (np.random.default_rng(2).random((96, 128)) * 4095).astype(np.uint16))
+    code, _, err = run(capsys, "deblur", src, "-o", tmp_path / "a.tif", "--flux", "none")
+    assert code == 0, err
+    assert "with model tiny-none" in err
+    code, _, err = run(capsys, "deblur", src, "-o", tmp_path / "b.tif")
+    assert code == 0 and "with model tiny-face" in err
+    code, _, err = run(capsys, "deblur", src, "-o", tmp_path / "c.tif", "--flux", "p0dg")
+    assert code == 0 and "with model tiny-face (E=8, flux=p0dg)" in err  # none ships: default + flux
+
+
+def test_models_lists_models_and_preset_costs(capsys, user_dir, checkpoint):
+    torch.manual_seed(0)
+    save_checkpoint(user_dir / "my-scope", build_model("dgno", preset_config("tiny")), {
+        "preset": "tiny", "metrics": {"psnr": 31.25},
+    })  # fmt: skip
+    code, out, err = run(capsys, "models")
+    assert code == 0, err
+    assert "my-scope" in out and "user" in out and "psnr=31.25" in out
+    assert "GMACs (as the paper counts GFLOPs)" in out
+    rows = [line.split() for line in out.splitlines() if line.startswith(("paper ", "small "))]
+    assert {(r[0], r[1]) for r in rows} == {
+        (p, f) for p in ("paper", "small") for f in ("face", "p0dg", "none")
+    }
+    for row in rows:
+        assert int(row[2].replace(",", "")) > 0 and float(row[-1]) > 0
+
+
+def test_models_json(capsys, user_dir):
+    code, out, _ = run(capsys, "models", "--json", "--size", "256")  # costs are cached per size
+    assert code == 0
+    data = json.loads(out)
+    assert len(data["presets"]) == 6 and all(c["size"] == 256 for c in data["presets"])
+
+
+def test_usage_errors_and_help(capsys):
+    code, _, err = run(capsys, "deblur")
+    assert code == 2
+    assert_one_error_line(err, "required")
+    code, _, err = run(capsys, "frobnicate")
+    assert code == 2
+    assert_one_error_line(err)
+    assert main(["--help"]) == 0
+    assert main([]) == 2
+    capsys.readouterr()
