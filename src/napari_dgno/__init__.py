@@ -1,3 +1,23 @@
-"""napari-dgno: remove spatially varying defocus blur with a Discontinuous Galerkin Neural Operator."""
+"""napari-dgno: remove spatially varying defocus blur with a Discontinuous Galerkin Neural Operator.
+
+The Python API is two functions (torch is imported only when they are first used)::
+
+    import napari_dgno
+    model = napari_dgno.load_model()  # the shipped default, or a name / checkpoint path
+    restored = napari_dgno.deblur(image, model)  # float32, same shape, input's intensity units
+"""
 
 __version__ = "0.1.0"
+
+_LAZY = {"deblur", "load_model", "list_models", "DeblurModel"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        from . import inference
+
+        return getattr(inference, name)
+    raise AttributeError(f"module 'napari_dgno' has no attribute {name!r}")
+
+
+__all__ = ["DeblurModel", "__version__", "deblur", "list_models", "load_model"]

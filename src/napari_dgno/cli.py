@@ -22,6 +22,8 @@ from .errors import DGNOError, InputError
 SUBCOMMANDS: dict[str, str] = {
     "deblur": "napari_dgno.cli:add_deblur_parser",
     "models": "napari_dgno.cli:add_models_parser",
+    "train": "napari_dgno.train.cli:add_parser",
+    "demo": "napari_dgno.demo:add_parser",
     "bench": "napari_dgno.bench.cli:add_parser",
 }
 

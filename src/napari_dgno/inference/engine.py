@@ -211,7 +211,7 @@ class DeblurModel:
         return self
 
 
-def _locate(name_or_path) -> Path:
+def locate_model(name_or_path) -> Path:
     """The checkpoint a model argument refers to (see :func:`load_model`)."""
     if name_or_path is None:
         name = default_model_name()
@@ -237,14 +237,14 @@ def load_model(name_or_path=None, device="auto") -> DeblurModel:
 
     Every call builds a fresh network (safe to fine-tune or move).
     """
-    path, target = _locate(name_or_path), resolve_device(device)
+    path, target = locate_model(name_or_path), resolve_device(device)
     net, meta = load_checkpoint(path, device=target)
     return _wrap(net, meta, path, target)
 
 
 def _load_model_cached(name_or_path, device) -> DeblurModel:
     """For ``deblur(model="name")``: the network stays private to the engine, so it can be reused."""
-    path, target = _locate(name_or_path), resolve_device(device)
+    path, target = locate_model(name_or_path), resolve_device(device)
     net, meta = _load_cached(*_cache_key(path), str(target))
     return _wrap(net, meta, path, target)
 

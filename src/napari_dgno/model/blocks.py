@@ -40,9 +40,7 @@ class NAFBlock(nn.Module):
         self.conv1 = nn.Conv2d(channels, hidden, 1)
         self.dwconv = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
         self.gate = SimpleGate()
-        self.attention = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Conv2d(hidden // 2, hidden // 2, 1)
-        )
+        self.attention = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(hidden // 2, hidden // 2, 1))
         self.conv2 = nn.Conv2d(hidden // 2, channels, 1)
         self.norm2 = LayerNorm2d(channels)
         self.ffn1 = nn.Conv2d(channels, hidden, 1)

@@ -51,9 +51,7 @@ class DGNOConfig:
             raise ValueError(f"flux_mode must be one of {FLUX_MODES}, got {self.flux_mode!r}")
         for level in range(levels - 1):
             if (self.width << level) % self.heads:
-                raise ValueError(
-                    f"width {self.width << level} at level {level} not divisible by heads"
-                )
+                raise ValueError(f"width {self.width << level} at level {level} not divisible by heads")
         check_element_size(self.element_size, levels - 1)
 
     @property

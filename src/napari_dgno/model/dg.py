@@ -26,9 +26,7 @@ def galerkin_operator(k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return k.transpose(-1, -2) @ v / k.shape[-2]
 
 
-def face_operators(
-    k: torch.Tensor, v: torch.Tensor, rows: int, cols: int
-) -> dict[str, torch.Tensor]:
+def face_operators(k: torch.Tensor, v: torch.Tensor, rows: int, cols: int) -> dict[str, torch.Tensor]:
     """Operators of each element's four boundary lines of tokens (left, right, top, bottom)."""
     shape = k.shape[:-2] + (rows, cols, k.shape[-1])
     k, v = k.reshape(shape), v.reshape(shape)
@@ -38,9 +36,7 @@ def face_operators(
         "top": (0, slice(None)),
         "bottom": (rows - 1, slice(None)),
     }
-    return {
-        name: galerkin_operator(k[..., r, c, :], v[..., r, c, :]) for name, (r, c) in lines.items()
-    }
+    return {name: galerkin_operator(k[..., r, c, :], v[..., r, c, :]) for name, (r, c) in lines.items()}
 
 
 def numerical_flux(left: torch.Tensor, right: torch.Tensor, tau: torch.Tensor, mode: str):
@@ -65,13 +61,9 @@ def flux_field(
     if faces is None:
         faces = {"left": volume, "right": volume, "top": volume, "bottom": volume}
     # Vertical faces between columns j and j+1: left side is element j's right line.
-    fx = numerical_flux(
-        faces["right"][..., :, :-1, :, :], faces["left"][..., :, 1:, :, :], tau, mode
-    )
+    fx = numerical_flux(faces["right"][..., :, :-1, :, :], faces["left"][..., :, 1:, :, :], tau, mode)
     # Horizontal faces between rows i and i+1: top side is element i's bottom line.
-    fy = numerical_flux(
-        faces["bottom"][..., :-1, :, :, :], faces["top"][..., 1:, :, :, :], tau, mode
-    )
+    fy = numerical_flux(faces["bottom"][..., :-1, :, :, :], faces["top"][..., 1:, :, :, :], tau, mode)
     zero = (0, 0, 0, 0)
     total = F.pad(fx, zero + (0, 1)) - F.pad(fx, zero + (1, 0))
     total = total + F.pad(fy, zero + (0, 0, 0, 1)) - F.pad(fy, zero + (0, 0, 1, 0))
@@ -127,9 +119,7 @@ class ElementAttention(nn.Module):
         elif flux == "p0dg":
             flux_term = flux_field(volume, None, self.tau, self.flux_mode)
         elif flux == "face":
-            flux_term = flux_field(
-                volume, face_operators(k, v, rows, cols), self.tau, self.flux_mode
-            )
+            flux_term = flux_field(volume, face_operators(k, v, rows, cols), self.tau, self.flux_mode)
         else:
             raise ValueError(f"unknown flux variant {flux!r}")
         return q, volume, flux_term, (rows, cols)

@@ -40,9 +40,7 @@ class DGNO(nn.Module):
             nn.Conv2d(config.in_channels, widths[i], 3, padding=1) for i in range(1, levels - 1)
         )
         self.ups = nn.ModuleList(Upsample(widths[i + 1]) for i in range(levels - 1))
-        self.fuses = nn.ModuleList(
-            nn.Conv2d(widths[i] * 2, widths[i], 1) for i in range(levels - 1)
-        )
+        self.fuses = nn.ModuleList(nn.Conv2d(widths[i] * 2, widths[i], 1) for i in range(levels - 1))
         self.decoders = nn.ModuleList(
             nn.ModuleList(
                 DGLayer(
@@ -63,9 +61,7 @@ class DGNO(nn.Module):
 
     def _encoder_block(self, kind: str, channels: int) -> nn.Module:
         if kind == "scan":
-            return ScanBlock(
-                channels, self.config.d_state, self.config.ssm_expand, self.config.ffn_expand
-            )
+            return ScanBlock(channels, self.config.d_state, self.config.ssm_expand, self.config.ffn_expand)
         return NAFBlock(channels)
 
     def pad_multiple(self, element_size: int | None = None) -> int:

@@ -18,9 +18,7 @@ def element_tokens(element_size: int, level: int, height: int, width: int) -> tu
         return height, width
     side = max(1, element_size >> level)
     if height % side or width % side:
-        raise ValueError(
-            f"feature map {height}x{width} is not a whole number of {side}-token elements"
-        )
+        raise ValueError(f"feature map {height}x{width} is not a whole number of {side}-token elements")
     return side, side
 
 
@@ -34,9 +32,7 @@ def to_elements(t: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     """(B, heads, d, H, W) -> (B, heads, nh, nw, rows * cols, d)."""
     b, h, d, height, width = t.shape
     t = t.reshape(b, h, d, height // rows, rows, width // cols, cols)
-    return t.permute(0, 1, 3, 5, 4, 6, 2).reshape(
-        b, h, height // rows, width // cols, rows * cols, d
-    )
+    return t.permute(0, 1, 3, 5, 4, 6, 2).reshape(b, h, height // rows, width // cols, rows * cols, d)
 
 
 def from_elements(t: torch.Tensor, rows: int, cols: int) -> torch.Tensor:

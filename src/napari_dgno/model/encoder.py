@@ -69,9 +69,7 @@ class SelectiveScan2d(nn.Module):
 class ScanBlock(nn.Module):
     """Pre-norm residual block: selective scan mixer, then a gated feed-forward."""
 
-    def __init__(
-        self, channels: int, d_state: int = 8, expand: float = 1.0, ffn_expand: float = 2.0
-    ):
+    def __init__(self, channels: int, d_state: int = 8, expand: float = 1.0, ffn_expand: float = 2.0):
         super().__init__()
         self.norm1 = LayerNorm2d(channels)
         self.mixer = SelectiveScan2d(channels, d_state, expand)

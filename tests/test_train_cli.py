@@ -1,0 +1,105 @@
+"""`dgno train` and `dgno demo` from the command line."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_dgno.cli import main
+from napari_dgno.demo import side_by_side
+from napari_dgno.io.checkpoint import save_checkpoint
+from napari_dgno.model import build_model, preset_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_train_smoke_config_and_install(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_DGNO_MODEL_DIR", str(tmp_path / "models"))
+    code = main(
+        [
+            "train",
+            "--config",
+            str(REPO / "configs/smoke.yaml"),
+            "--output-dir",
+            str(tmp_path),
+            "--steps",
+            "2",
+            "--install",
+            "-q",
+        ]
+    )
+    assert code == 0
+    meta = json.loads((tmp_path / "models" / "smoke.json").read_text())
+    assert meta["training"]["steps"] == 2
+    assert "step 2: val PSNR" in (tmp_path / "smoke" / "train.log").read_text()
+    assert main(["models", "--json"]) == 0
+
+
+def test_train_bad_config_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nlearning_rate: 3\n")
+    assert main(["train", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown training config keys" in err[0]
+    assert main(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
+
+
+@pytest.mark.slow
+def test_sigkilled_training_resumes_from_its_last_checkpoint(tmp_path):
+    """A run killed at a random moment continues from its last complete checkpoint."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "napari_dgno.cli",
+        "train",
+        "--config",
+        str(REPO / "configs/smoke.yaml"),
+        "--output-dir",
+        str(tmp_path),
+        "--steps",
+        "12",
+        "-q",
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_dir = tmp_path / "smoke"
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(run_dir.glob("step-*.json")):
+        time.sleep(0.2)
+    time.sleep(np.random.default_rng().uniform(0.0, 1.5))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = sorted(run_dir.glob("step-*.json"))
+    assert done, "no checkpoint was written before the kill"
+    last = int(done[-1].stem.split("-")[1])
+    assert last < 12
+    finished = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr
+    log = (run_dir / "train.log").read_text()
+    assert "resumed from step-" in log
+    assert json.loads((run_dir / "smoke.json").read_text())["training"]["steps"] == 12
+
+
+def test_demo_writes_png_and_prints_the_gain(tmp_path, capsys):
+    net = build_model("dgno", preset_config("tiny"))
+    save_checkpoint(tmp_path / "tiny", net, {"name": "tiny", "preset": "tiny"})
+    assert main(["demo", "--model", str(tmp_path / "tiny.json"), "--out", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    assert "blurred" in out and "restored" in out and "dB" in out
+    png = (tmp_path / "demo" / "before_after.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "demo" / "restored.tif").stat().st_size > 0
+
+
+def test_side_by_side_uses_one_display_range():
+    ref = np.linspace(0, 100, 64 * 64).reshape(64, 64)
+    panel = side_by_side([ref, ref * 2], ref, gap=4)
+    assert panel.shape == (64, 64 * 2 + 4) and panel.dtype == np.uint8
+    assert panel[:, 64:68].min() == 255  # white gap
+    assert panel[:, 68:].mean() > panel[:, :64].mean()

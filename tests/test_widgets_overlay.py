@@ -1,0 +1,189 @@
+"""The Kernel / PSF overlay dock in a real (Xvfb) napari viewer on a tiny model: geometry first."""
+
+import time
+
+import dask.array as da
+import numpy as np
+import pytest
+import torch
+
+from napari_dgno.io.checkpoint import save_checkpoint
+from napari_dgno.model import build_model, preset_config
+
+pytestmark = pytest.mark.qt
+TIMEOUT_MS = 90_000
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """On a busy 2-core machine, 2 OpenMP threads spin against each other (measured 50x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def tiny_model(tmp_path, monkeypatch):
+    """A random-init tiny DGNO saved as a *user* model (found by list_models via the env var)."""
+    folder = tmp_path / "models"
+    torch.manual_seed(0)
+    net = build_model("dgno", preset_config("tiny"))
+    save_checkpoint(folder / "tiny-test", net, meta={"name": "tiny-test", "preset": "tiny"})
+    monkeypatch.setenv("NAPARI_DGNO_MODEL_DIR", str(folder))
+    return "tiny-test"
+
+
+def make_widget(viewer, model_name, element_size=16):
+    from napari_dgno.widgets import OverlayWidget
+
+    widget = OverlayWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    assert widget.model_picker.select(model_name)
+    widget.element_size.setValue(element_size)
+    widget.max_defocus.setValue(8.0)  # a short PSF family keeps the fit quick
+    return widget
+
+
+def run_and_wait(qtbot, widget):
+    handle = widget.run()
+    assert handle is not None, widget.panel.status.text()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=TIMEOUT_MS)
+    return handle
+
+
+def world_box(layer, r0, c0, r1, c1):
+    """World corners of data pixels [r0:r1, c0:c1] (pixel edges at ±0.5 around integer centres)."""
+    return np.array([layer.data_to_world((r0 - 0.5, c0 - 0.5)), layer.data_to_world((r1 - 0.5, c1 - 0.5))])
+
+
+def test_overlay_tiles_sit_on_their_elements(make_napari_viewer, qtbot, tiny_model):
+    viewer = make_napari_viewer()
+    e = 16
+    image = viewer.add_image(
+        np.random.default_rng(0).random((2 * e, 2 * e)).astype(np.float32) * 1000,
+        name="img",
+        scale=(0.5, 2.0),
+        translate=(10.0, -3.0),
+    )
+    widget = make_widget(viewer, tiny_model, e)
+    run_and_wait(qtbot, widget)
+    assert "added" in widget.panel.status.text()
+
+    kernels, psfs = viewer.layers["img kernels"], viewer.layers["img PSFs"]
+    grid, defocus = viewer.layers["img elements"], viewer.layers["img fitted defocus (µm)"]
+    k = kernels.data.shape[0] // 2
+    assert k % 2 == 1 and kernels.data.shape == psfs.data.shape == (2 * k, 2 * k)
+    assert defocus.data.shape == (2, 2)
+    for i in range(2):
+        for j in range(2):
+            element = world_box(image, i * e, j * e, (i + 1) * e, (j + 1) * e)
+            for mosaic in (kernels, psfs):
+                block = world_box(mosaic, i * k, j * k, (i + 1) * k, (j + 1) * k)
+                np.testing.assert_allclose(block, element, atol=1e-9)
+            np.testing.assert_allclose(world_box(defocus, i, j, i + 1, j + 1), element, atol=1e-9)
+            rect = grid.data[2 * i + j]
+            corners = np.array([grid.data_to_world(rect.min(0)), grid.data_to_world(rect.max(0))])
+            np.testing.assert_allclose(corners, element, atol=1e-9)
+
+    # per-element features on the grid, displayed as text and colour
+    features = grid.features
+    assert len(features) == 4
+    for column in ("defocus_um", "kernel_width_px", "kernel_anisotropy"):
+        assert column in features
+    np.testing.assert_allclose(features["defocus_um"].to_numpy().reshape(2, 2), defocus.data)
+    assert (features["kernel_anisotropy"] >= 1).all() and (features["kernel_width_px"] > 0).all()
+    assert grid.text.string.format == "{defocus_um:.1f} µm"
+    # kernels are shown peak-normalised, sign kept; PSFs peak at 1
+    assert np.abs(kernels.data).max() == pytest.approx(1.0)
+    lo, hi = kernels.contrast_limits
+    assert lo == -hi  # signed, zero in the middle of the colormap
+    assert psfs.data.min() >= 0 and psfs.data.max() == pytest.approx(1.0)
+    meta = kernels.metadata["napari_dgno_overlay"]
+    assert meta["model"] == "tiny-test" and meta["element_size"] == e and meta["kernel_size"] == k
+
+    # a second run replaces its own layers instead of piling up
+    names = [layer.name for layer in viewer.layers]
+    run_and_wait(qtbot, widget)
+    assert sorted(layer.name for layer in viewer.layers) == sorted(names)
+
+
+def test_overlay_of_the_displayed_plane_of_a_dask_stack(make_napari_viewer, qtbot, tiny_model):
+    from napari_dgno.inference.engine import load_model
+    from napari_dgno.overlays import learned_kernels, mosaic, normalize_for_display
+
+    viewer = make_napari_viewer()
+    stack = np.random.default_rng(1).random((3, 32, 48)).astype(np.float32) * 1000
+    stack[1] = stack[1, ::-1]  # a plane that differs from the others
+    image = viewer.add_image(
+        da.from_array(stack, chunks=(1, 32, 48)), name="zs", scale=(3.0, 0.5, 0.5), translate=(0, 2.0, 4.0)
+    )
+    viewer.dims.set_current_step(0, 1)
+    widget = make_widget(viewer, tiny_model, 16)
+    widget.parts["psfs"].setChecked(False)
+    widget.parts["defocus"].setChecked(False)
+    run_and_wait(qtbot, widget)
+
+    kernels = viewer.layers["zs [plane 1] kernels"]
+    assert "zs [plane 1] elements" in viewer.layers and "zs [plane 1] PSFs" not in viewer.layers
+    assert kernels.metadata["napari_dgno_overlay"]["plane"] == [1]
+    assert kernels.ndim == 2  # drawn over the Y, X axes of the stack
+    model = load_model(widget.model_picker.value())
+    expected = mosaic(normalize_for_display(learned_kernels(model, stack[1], 16)))
+    np.testing.assert_allclose(kernels.data, expected, atol=1e-5)
+    k = kernels.data.shape[0] // 2
+    element = world_box(image, 16, 32, 32, 48)[:, 1:]  # element (1, 2), Y/X world coordinates
+    np.testing.assert_allclose(world_box(kernels, k, 2 * k, 2 * k, 3 * k), element, atol=1e-9)
+
+
+class SlowNet(torch.nn.Module):
+    """The tiny model, 0.2 s per forward: surely still running when Cancel is pressed."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.config = net, net.config
+
+    def pad_multiple(self, element_size=None):
+        return self.net.pad_multiple(element_size)
+
+    def forward(self, x, element_size=None, flux=None):
+        time.sleep(0.2)
+        return self.net(x, element_size, flux)
+
+
+def test_cancel_adds_no_overlay(make_napari_viewer, qtbot, tiny_model):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(2).random((64, 64)).astype(np.float32), name="img")
+    widget = make_widget(viewer, tiny_model, 8)
+    widget.model_picker.add_model(SlowNet(build_model("dgno", preset_config("tiny"))), "slow")
+    handle = widget.run()
+    handle.progressed.connect(lambda done, total: widget.cancel())
+    cancelled = []
+    handle.cancelled.connect(lambda: cancelled.append(True))
+    qtbot.waitUntil(lambda: not widget.busy, timeout=TIMEOUT_MS)
+    assert cancelled
+    assert [layer.name for layer in viewer.layers] == ["img"]
+    assert "cancelled" in widget.panel.status.text()
+
+
+def test_bad_choices_give_messages(make_napari_viewer, tiny_model, monkeypatch):
+    from napari.utils import notifications as nt
+
+    shown = []
+    monkeypatch.setattr(nt, "show_warning", shown.append)
+    viewer = make_napari_viewer()
+    widget = make_widget(viewer, tiny_model, 16)
+    assert widget.run() is None and "choose an image layer" in widget.panel.status.text()
+    viewer.add_image(np.zeros((12, 40), dtype=np.float32), name="small")
+    widget.layer_picker.set_layer(viewer.layers["small"])
+    assert widget.run() is None and "smaller than one 16-px element" in widget.panel.status.text()
+    viewer.add_image(np.zeros((32, 32, 3), dtype=np.uint8), name="rgb", rgb=True)
+    widget.layer_picker.set_layer(viewer.layers["rgb"])
+    assert widget.run() is None and "RGB" in widget.panel.status.text()
+    viewer.add_image(np.zeros((32, 32), dtype=np.float32), name="fine")
+    widget.layer_picker.set_layer(viewer.layers["fine"])
+    for box in widget.parts.values():
+        box.setChecked(False)
+    assert widget.run() is None and "tick at least one" in widget.panel.status.text()
+    assert len(shown) == 4
+    assert [layer.name for layer in viewer.layers] == ["small", "rgb", "fine"]
