@@ -3,12 +3,13 @@
 import sys
 import time
 
+import yaml
+
 from napari_dgno.train.config import TrainConfig
 from napari_dgno.train.engine import Callbacks, Trainer
 
-overrides = dict(arg.split("=", 1) for arg in sys.argv[2:])  # e.g. threads=1
-if "threads" in overrides:
-    overrides["threads"] = int(overrides["threads"])
+# key=value overrides, values parsed as YAML: threads=1 steps=100 name=probe
+overrides = {k: yaml.safe_load(v) for k, v in (arg.split("=", 1) for arg in sys.argv[2:])}
 cfg = TrainConfig.from_yaml(sys.argv[1], **overrides)
 t0 = time.time()
 

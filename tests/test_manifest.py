@@ -45,6 +45,7 @@ def test_manifest_contributions():
     assert widgets == {
         "Deblur": "napari_dgno.widgets:DeblurWidget",
         "Kernel / PSF overlay": "napari_dgno.widgets:OverlayWidget",
+        "Fine-tune": "napari_dgno.widgets.finetune:FinetuneWidget",
     }
     (sample,) = mf.contributions.sample_data
     assert (sample.key, sample.display_name) == ("defocused_nuclei", "Defocused nuclei")

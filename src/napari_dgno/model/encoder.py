@@ -51,17 +51,19 @@ class SelectiveScan2d(nn.Module):
         params = self.x_proj(tokens.transpose(1, 2))  # (b, l, r + 2n)
         dt, B, C = params.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = self.dt_proj.weight @ dt.transpose(1, 2)  # (b, inner, l)
-        y = selective_scan(
-            tokens,
-            delta,
-            -torch.exp(self.A_log.float()),
-            B.transpose(1, 2).contiguous(),
-            C.transpose(1, 2).contiguous(),
-            self.D.float(),
-            delta_bias=self.dt_proj.bias.float(),
-            delta_softplus=True,
-        )
-        y = torch.empty_like(y).scatter_(2, idx, y)  # undo the sort
+        # The recurrence multiplies many decays: run it in float32 even under bf16/fp16 autocast.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            y = selective_scan(
+                tokens.float(),
+                delta.float(),
+                -torch.exp(self.A_log.float()),
+                B.transpose(1, 2).float().contiguous(),
+                C.transpose(1, 2).float().contiguous(),
+                self.D.float(),
+                delta_bias=self.dt_proj.bias.float(),
+                delta_softplus=True,
+            )
+        y = torch.empty_like(y).scatter_(2, idx, y).to(z.dtype)  # undo the sort
         y = self.out_norm(y.transpose(1, 2)).transpose(1, 2).reshape(b, self.inner, h, w)
         return self.out_proj(y * nn.functional.silu(z))
 

@@ -142,7 +142,9 @@ class LayerPicker(QComboBox):
     It follows the viewer's active layer when that layer is of a listed type, which is what users
     expect after opening a file or a sample, but not onto layers napari-dgno itself just added (a
     second Run should not silently switch to the previous result). Layers for which ``exclude``
-    returns True are not offered at all (e.g. overlay mosaics as overlay inputs).
+    returns True are not offered at all (e.g. overlay mosaics as overlay inputs). A second picker in
+    the same dock (e.g. the sharp half of a pair) passes ``follow_active=False``, or both would
+    always show the same layer.
     """
 
     def __init__(
@@ -151,6 +153,7 @@ class LayerPicker(QComboBox):
         types: Sequence[type],
         parent: QWidget | None = None,
         exclude: Callable[[Any], bool] | None = None,
+        follow_active: bool = True,
     ):
         super().__init__(parent)
         self.viewer = viewer
@@ -160,9 +163,10 @@ class LayerPicker(QComboBox):
         events = viewer.layers.events
         for name in ("inserted", "removed", "reordered"):
             getattr(events, name).connect(self._refresh)
-        viewer.layers.selection.events.active.connect(self._follow_active)
         self._refresh()
-        self._follow_active()
+        if follow_active:
+            viewer.layers.selection.events.active.connect(self._follow_active)
+            self._follow_active()
 
     def _accepts(self, layer) -> bool:
         return isinstance(layer, self.types) and not (self.exclude is not None and self.exclude(layer))
@@ -206,6 +210,31 @@ class LayerPicker(QComboBox):
 
 # --------------------------------------------------------------------------------------------------
 # Models
+
+
+class _ModelListEvents(QObject):
+    changed = Signal()
+
+
+_MODEL_LIST_EVENTS: _ModelListEvents | None = None
+
+
+def model_list_events() -> _ModelListEvents:
+    """One app-wide ``changed`` signal that every :class:`ModelPicker` refreshes on.
+
+    Why: a model saved by the fine-tune dock must show up at once in every open Deblur/overlay
+    dock, without the user pressing ↻. A Qt signal (not a plain callback list) disconnects itself
+    when a picker is deleted.
+    """
+    global _MODEL_LIST_EVENTS
+    if _MODEL_LIST_EVENTS is None:
+        _MODEL_LIST_EVENTS = _ModelListEvents()
+    return _MODEL_LIST_EVENTS
+
+
+def models_changed() -> None:
+    """Tell every open model picker to re-read ``list_models()`` (call on the GUI thread)."""
+    model_list_events().changed.emit()
 
 
 def model_label(entry: dict) -> str:
@@ -252,6 +281,7 @@ class ModelPicker(QWidget):
         self.combo.activated.connect(self._on_activated)
         self.combo.currentIndexChanged.connect(self._on_index)
         self.refresh_button.clicked.connect(self.refresh)
+        model_list_events().changed.connect(self.refresh)
         self.refresh()
 
     # -- listing

@@ -1,0 +1,691 @@
+"""The Fine-tune dock: teach a model the user's own microscope, watch it learn, save it for Deblur.
+
+The dock only gathers choices: :mod:`napari_dgno.train.layer_sources` turns layers or folders into a
+training source with a held-out validation part, and :class:`~napari_dgno.train.engine.Trainer`
+trains in a worker (the same engine as ``dgno train``). Stop keeps the last good weights (the Trainer
+saves a checkpoint and exports the EMA weights when stopped); Resume continues that checkpoint
+exactly; Save copies the exported model into the user model folder and every open model list
+refreshes at once.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QPushButton,
+    QSpinBox,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..errors import DGNOError, InputError
+from ..train import layer_sources as ls
+from ..train.state import checkpoints
+from ._common import (
+    DeviceCombo,
+    JobHandle,
+    LayerPicker,
+    ModelPicker,
+    RunPanel,
+    check_image_layer,
+    models_changed,
+    notify,
+    report_failure,
+    start_job,
+)
+
+if TYPE_CHECKING:
+    import napari
+
+MODES = (
+    ("pair", "blurred + sharp layers"),
+    ("zstack", "z-stack (in-focus plane is the target)"),
+    ("folders", "folders of TIFF pairs"),
+    ("simulated", "sharp layers + simulated blur"),
+)
+FINETUNE_LR, FRESH_LR = 2e-4, 1e-3  # a trained network needs gentler steps than a fresh one
+
+
+@dataclass
+class RunState:
+    """The last run: enough to Resume it (same config, same source) and to Save its model."""
+
+    config: Any  # TrainConfig
+    source: Any = None
+    steps_done: int = 0
+    stopped: bool = False
+    checkpointed: bool = False  # a numbered checkpoint exists to resume from
+
+    @property
+    def stem(self) -> Path:
+        return self.config.run_dir / self.config.name
+
+    @property
+    def resumable(self) -> bool:
+        return (
+            self.stopped
+            and self.checkpointed
+            and self.source is not None
+            and self.steps_done < self.config.steps
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# Small widgets
+
+
+class FolderEdit(QWidget):
+    """A path field with a "…" button that opens a folder chooser."""
+
+    def __init__(self, caption: str, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.caption = caption
+        self.edit = QLineEdit(self)
+        self.edit.setPlaceholderText("choose a folder…")
+        self.button = QPushButton("…", self)
+        self.button.setFixedWidth(28)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.edit, 1)
+        row.addWidget(self.button)
+        self.button.clicked.connect(self._browse)
+
+    def _browse(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, self.caption, self.edit.text())
+        if path:
+            self.edit.setText(path)
+
+    def path(self) -> str:
+        return self.edit.text().strip()
+
+
+class TrainPanel(RunPanel):
+    """The Run panel with training words: Train becomes Stop, and Stop keeps what was learnt."""
+
+    def attach(self, handle: JobHandle, planes: int = 1, unit: str | None = "step") -> None:
+        super().attach(handle, planes, unit)
+        self.button.setText("Stop")
+        self.button.setToolTip("Stop after the current step; the weights so far are kept (Resume continues)")
+
+    def cancel(self) -> None:
+        super().cancel()
+        if self.handle is not None:
+            self.button.setText("Stopping…")
+
+    def _finished(self) -> None:
+        super()._finished()
+        self.button.setToolTip("")
+
+
+class TrainingPlot(QWidget):
+    """Live training loss (log scale) and validation PSNR, with the input's PSNR as a baseline.
+
+    matplotlib's Qt canvas when matplotlib is installed, otherwise only the numbers in the dock.
+    Redraws are throttled: drawing competes with the training thread for the CPU.
+    """
+
+    REDRAW_MS = 500
+
+    def __init__(self, colors: dict, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.steps: list[int] = []
+        self.losses: list[float] = []
+        self.val_steps: list[int] = []
+        self.psnrs: list[float] = []
+        self.input_psnr = math.nan
+        box = QVBoxLayout(self)
+        box.setContentsMargins(0, 0, 0, 0)
+        self.canvas = None
+        try:
+            from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+            from matplotlib.figure import Figure
+            from matplotlib.ticker import FormatStrFormatter
+        except ImportError:
+            box.addWidget(QLabel("(install matplotlib for a live plot)", self))
+            return
+        fg, bg = colors["text"], colors["background"]
+        figure = Figure(figsize=(3.6, 2.4), dpi=90, facecolor=bg, layout="constrained")
+        self.ax = figure.add_subplot(facecolor=bg)
+        self.ax2 = self.ax.twinx()
+        for ax in (self.ax, self.ax2):
+            ax.tick_params(colors=fg, labelsize=8)
+            for spine in ax.spines.values():
+                spine.set_color(fg)
+        self.ax.set_xlabel("step", color=fg, fontsize=8)
+        self.ax.set_ylabel("training loss", color="#5ab4ff", fontsize=8)
+        self.ax2.set_ylabel("validation PSNR (dB)", color="#ffb347", fontsize=8)
+        self.ax.set_yscale("log")
+        (self.raw_line,) = self.ax.plot([], [], color="#5ab4ff", lw=0.6, alpha=0.35)
+        (self.loss_line,) = self.ax.plot([], [], color="#5ab4ff", lw=1.5, label="loss (smoothed)")
+        (self.psnr_line,) = self.ax2.plot([], [], "o-", color="#ffb347", ms=3, lw=1.2, label="val PSNR")
+        self.input_line = self.ax2.axhline(math.nan, color="#ffb347", ls=":", lw=1, label="input PSNR")
+        self.ax.yaxis.set_major_formatter(FormatStrFormatter("%.2g"))
+        self.ax.yaxis.set_minor_formatter(FormatStrFormatter("%.2g"))
+        legend = figure.legend(
+            [self.loss_line, self.psnr_line, self.input_line],
+            ["loss (smoothed)", "validation PSNR", "input PSNR"],
+            loc="outside upper center",
+            ncols=3,
+            fontsize=7,
+            frameon=False,
+        )
+        for text in legend.get_texts():
+            text.set_color(fg)
+        self.canvas = FigureCanvasQTAgg(figure)
+        self.canvas.setMinimumHeight(200)
+        box.addWidget(self.canvas)
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(self.REDRAW_MS)
+        self._timer.timeout.connect(self.redraw)
+
+    def clear(self) -> None:
+        self.steps, self.losses, self.val_steps, self.psnrs = [], [], [], []
+        self.input_psnr = math.nan
+        self.redraw()
+
+    def add_step(self, step: int, loss: float) -> None:
+        self.steps.append(int(step))
+        self.losses.append(float(loss))
+        self._schedule()
+
+    def add_validation(self, step: int, psnr: float, input_psnr: float | None = None) -> None:
+        self.val_steps.append(int(step))
+        self.psnrs.append(float(psnr))
+        if input_psnr is not None:
+            self.input_psnr = float(input_psnr)
+        self._schedule()
+
+    def smoothed(self) -> np.ndarray:
+        """Exponential moving average of the loss (per-step losses of small batches are noisy)."""
+        out, value = [], None
+        for loss in self.losses:
+            value = loss if value is None else 0.9 * value + 0.1 * loss
+            out.append(value)
+        return np.asarray(out)
+
+    def _schedule(self) -> None:
+        if self.canvas is not None and not self._timer.isActive():
+            self._timer.start()
+
+    def redraw(self) -> None:
+        if self.canvas is None:
+            return
+        self.raw_line.set_data(self.steps, self.losses)
+        self.loss_line.set_data(self.steps, self.smoothed())
+        self.psnr_line.set_data(self.val_steps, self.psnrs)
+        self.input_line.set_ydata([self.input_psnr, self.input_psnr])
+        for ax in (self.ax, self.ax2):
+            ax.relim()
+            ax.autoscale_view()
+        if self.steps:
+            self.ax.set_xlim(0, max(self.steps[-1], 1) * 1.02)
+        if self.psnrs or not math.isnan(self.input_psnr):
+            values = [v for v in [*self.psnrs, self.input_psnr] if not math.isnan(v)]
+            self.ax2.set_ylim(min(values) - 0.5, max(values) + 0.5)
+        self.canvas.draw_idle()
+
+
+def _theme_colors(viewer) -> dict:
+    try:
+        from napari.utils.theme import get_theme
+
+        theme = get_theme(viewer.theme)
+        return {"text": theme.text.as_hex(), "background": theme.background.as_hex()}
+    except Exception:  # an unknown or custom theme: napari's dark defaults
+        return {"text": "#f0f1f2", "background": "#262930"}
+
+
+# --------------------------------------------------------------------------------------------------
+# The dock
+
+
+class FinetuneWidget(QWidget):
+    """Dock: choose training data, a base model and a few settings; Train, watch, Stop/Resume, Save."""
+
+    def __init__(self, napari_viewer: napari.Viewer):
+        super().__init__()
+        from napari.layers import Image
+
+        self.viewer = napari_viewer
+        self.fresh_preset = ls.FRESH_PRESET
+        self.config_overrides: dict = {}  # extra TrainConfig fields (scripts, tests)
+        self._run: RunState | None = None
+        self._last_step = None  # the newest StepInfo, for the speed and time-left estimate
+        self._t0 = time.monotonic()
+
+        # -- training data
+        self.mode = QComboBox(self)
+        for key, label in MODES:
+            self.mode.addItem(label, key)
+        self.pages = QStackedWidget(self)
+        self.blurred_picker = LayerPicker(napari_viewer, (Image,), self)
+        self.sharp_picker = LayerPicker(napari_viewer, (Image,), self, follow_active=False)
+        self.stack_picker = LayerPicker(napari_viewer, (Image,), self)
+        self.focus = QSpinBox(self)
+        self.focus.setRange(-1, 100_000)
+        self.focus.setSpecialValueText("auto (sharpest plane)")
+        self.focus.setValue(-1)
+        self.focus.setToolTip("The in-focus plane: the sharp target for every other plane of the stack")
+        self.detect_button = QPushButton("Detect", self)
+        self.detect_button.setToolTip("Find the sharpest plane now (variance of the Laplacian)")
+        self.blurred_dir = FolderEdit("Folder of blurred TIFFs", self)
+        self.sharp_dir = FolderEdit("Folder of sharp TIFFs (same file names)", self)
+        self.clean_picker = LayerPicker(napari_viewer, (Image,), self, follow_active=False)
+        self.max_defocus = QDoubleSpinBox(self)
+        self.max_defocus.setRange(1.0, 60.0)
+        self.max_defocus.setValue(20.0)
+        self.max_defocus.setSuffix(" µm")
+        self.max_defocus.setToolTip("Largest defocus the simulator blurs with (BBBC006-like optics)")
+        self.val_fraction = QDoubleSpinBox(self)
+        self.val_fraction.setRange(0.05, 0.5)
+        self.val_fraction.setSingleStep(0.05)
+        self.val_fraction.setValue(0.2)
+        self.val_fraction.setToolTip(
+            "Held out for validation, never trained on: whole planes/images when there are several, "
+            "else a strip at the bottom of the image"
+        )
+        self.pages.addWidget(self._page(("blurred", self.blurred_picker), ("sharp", self.sharp_picker)))
+        focus_row = QWidget(self)
+        row = QHBoxLayout(focus_row)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.focus, 1)
+        row.addWidget(self.detect_button)
+        self.pages.addWidget(self._page(("z-stack", self.stack_picker), ("in-focus plane", focus_row)))
+        self.pages.addWidget(
+            self._page(("blurred folder", self.blurred_dir), ("sharp folder", self.sharp_dir))
+        )
+        self.pages.addWidget(
+            self._page(("sharp images", self.clean_picker), ("max defocus", self.max_defocus))
+        )
+
+        # -- model and settings
+        self.model_picker = ModelPicker(self)
+        self.fresh = QCheckBox(f"start from a fresh {self.fresh_preset} network instead", self)
+        self.steps = QSpinBox(self)
+        self.steps.setRange(1, 1_000_000)
+        self.steps.setValue(500)
+        self.patch = QSpinBox(self)
+        self.patch.setRange(16, 1024)
+        self.patch.setSingleStep(16)
+        self.patch.setValue(128)
+        self.patch.setSuffix(" px")
+        self.batch = QSpinBox(self)
+        self.batch.setRange(1, 256)
+        self.batch.setValue(4)
+        self.lr = QDoubleSpinBox(self)
+        self.lr.setDecimals(6)
+        self.lr.setRange(1e-6, 1e-1)
+        self.lr.setSingleStep(1e-4)
+        self.lr.setValue(FINETUNE_LR)
+        self.seed = QSpinBox(self)
+        self.seed.setRange(0, 2**31 - 1)
+        self.device = DeviceCombo(self)
+        self.run_name = QLineEdit(self)
+        self.run_name.setToolTip("Name of the run folder (checkpoints) and of the model it exports")
+
+        # -- running and saving
+        self.panel = TrainPanel("Train", self)
+        self.resume_button = QPushButton("Resume", self)
+        self.resume_button.setToolTip("Continue the stopped run from its last checkpoint")
+        self.save_name = QLineEdit(self)
+        self.save_name.setToolTip("Name under which Deblur will list the model")
+        self.save_button = QPushButton("Save model", self)
+        self.save_button.setToolTip("Add the trained model to your models (Deblur lists it at once)")
+        self.stats = QLabel("", self)
+        self.stats.setWordWrap(True)
+        self.plot = TrainingPlot(_theme_colors(napari_viewer), self)
+
+        data_box = QGroupBox("Training data", self)
+        data_form = QFormLayout(data_box)
+        data_form.addRow("from", self.mode)
+        data_form.addRow(self.pages)
+        data_form.addRow("validation", self.val_fraction)
+        self.settings_box = QGroupBox("Model and settings", self)
+        form = QFormLayout(self.settings_box)
+        form.addRow("base model", self.model_picker)
+        form.addRow("", self.fresh)
+        form.addRow("steps", self.steps)
+        form.addRow("patch size", self.patch)
+        form.addRow("batch size", self.batch)
+        form.addRow("learning rate", self.lr)
+        form.addRow("seed", self.seed)
+        form.addRow("device", self.device)
+        form.addRow("run name", self.run_name)
+        save_row = QHBoxLayout()
+        save_row.addWidget(self.save_name, 1)
+        save_row.addWidget(self.save_button)
+        box = QVBoxLayout(self)
+        box.addWidget(data_box)
+        box.addWidget(self.settings_box)
+        box.addWidget(self.panel)
+        box.addWidget(self.resume_button)
+        box.addWidget(self.stats)
+        box.addWidget(self.plot, 1)
+        box.addLayout(save_row)
+        self.data_box = data_box
+
+        self.mode.currentIndexChanged.connect(self.pages.setCurrentIndex)
+        self.detect_button.clicked.connect(self.detect_focus)
+        self.fresh.toggled.connect(self._fresh_toggled)
+        self.model_picker.changed.connect(self._update_run_name)
+        self.panel.run_requested.connect(self.run)
+        self.resume_button.clicked.connect(self.resume)
+        self.save_button.clicked.connect(self.save)
+        if self.model_picker.value() is None:  # nothing to fine-tune from: train a fresh network
+            self.fresh.setChecked(True)
+        self._update_run_name()
+        self._update_buttons()
+
+    def _page(self, *rows) -> QWidget:
+        page = QWidget(self)
+        form = QFormLayout(page)
+        form.setContentsMargins(0, 0, 0, 0)
+        for label, widget in rows:
+            form.addRow(label, widget)
+        return page
+
+    # -- small reactions
+    def set_mode(self, key: str) -> None:
+        self.mode.setCurrentIndex([k for k, _ in MODES].index(key))
+
+    def _fresh_toggled(self, fresh: bool) -> None:
+        self.model_picker.setEnabled(not fresh)
+        self.lr.setValue(FRESH_LR if fresh else FINETUNE_LR)
+        self._update_run_name()
+
+    def base_name(self) -> str | None:
+        return None if self.fresh.isChecked() else (self.model_picker.name() or None)
+
+    def _update_run_name(self) -> None:
+        self.run_name.setPlaceholderText(ls.default_run_name(self.base_name()))
+
+    def _update_buttons(self) -> None:
+        busy = self.busy
+        run = self._run
+        self.resume_button.setEnabled(not busy and run is not None and run.resumable)
+        self.save_button.setEnabled(not busy and run is not None and run.steps_done > 0)
+        self.data_box.setEnabled(not busy)
+        self.settings_box.setEnabled(not busy)
+
+    def detect_focus(self) -> int | None:
+        """Find the in-focus plane of the chosen stack and show it in the spin box."""
+        from ..data.focus import find_focus_plane
+
+        layer = self.stack_picker.layer()
+        try:
+            check_image_layer(layer, what="find the focus of")
+            ls.check_zstack(layer.data.shape, name=layer.name)
+            index = find_focus_plane(np.asarray(layer.data))
+        except DGNOError as err:
+            report_failure(self.panel, err)
+            return None
+        self.focus.setValue(index)
+        self.panel.show_message(f"in-focus plane of '{layer.name}': {index} (the sharpest)")
+        return index
+
+    # -- choices -> what the worker does
+    def _image_layer(self, picker: LayerPicker):
+        layer = picker.layer()
+        check_image_layer(layer, what="fine-tune on")
+        return layer
+
+    def source_builder(self):
+        """Check the data choice now (shapes only) and return the worker's ``build() -> source``."""
+        mode = self.mode.currentData()
+        patch, fraction = int(self.patch.value()), float(self.val_fraction.value())
+        common = {"patch": patch, "seed": int(self.seed.value()), "val_fraction": fraction}
+        if mode == "pair":
+            blurred, sharp = self._image_layer(self.blurred_picker), self._image_layer(self.sharp_picker)
+            if blurred is sharp:
+                raise InputError("choose two layers: the blurred image and the sharp image of the same field")
+            names = (blurred.name, sharp.name)
+            ls.check_same_shape(blurred.data.shape, sharp.data.shape, names)
+            ls.plan_holdout(ls.plane_shapes(blurred.data.shape, names[0]), patch, fraction, f"'{names[0]}'")
+            b, s = blurred.data, sharp.data
+            return lambda: ls.pair_source(b, s, names=names, **common)
+        if mode == "zstack":
+            layer = self._image_layer(self.stack_picker)
+            focus = None if self.focus.value() < 0 else int(self.focus.value())
+            ls.check_zstack(layer.data.shape, focus, layer.name)
+            ls.plan_holdout([layer.data.shape[1:]], patch, fraction, f"'{layer.name}'", strip=True)
+            data, name = layer.data, layer.name
+            return lambda: ls.zstack_source(data, focus, name=name, **common)
+        if mode == "folders":
+            blurred_dir, sharp_dir = self.blurred_dir.path(), self.sharp_dir.path()
+            ls.folder_pair_names(blurred_dir, sharp_dir)
+            return lambda: ls.folder_source(blurred_dir, sharp_dir, **common)
+        layer = self._image_layer(self.clean_picker)
+        ls.plan_holdout(ls.plane_shapes(layer.data.shape, layer.name), patch, fraction, f"'{layer.name}'")
+        data, name, defocus = layer.data, layer.name, float(self.max_defocus.value())
+        return lambda: ls.simulated_source([data], names=[name], max_defocus_um=defocus, **common)
+
+    def config(self):
+        """The :class:`TrainConfig` of a new run from the dock's settings (a unique run name)."""
+        base = None
+        if not self.fresh.isChecked():
+            base = self.model_picker.value()
+            if base is None:
+                raise InputError("choose a base model, or tick 'start from a fresh network'")
+            if not isinstance(base, (str, Path)):
+                raise InputError("the base model must be a checkpoint on disk (save it first)")
+        typed = self.run_name.text().strip()
+        folder = ls.runs_dir()
+        name = ls.check_model_name(typed or ls.default_run_name(self.base_name()))
+        if typed and (folder / name).exists():
+            raise InputError(f"a run named {name!r} already exists in {folder}; choose another run name")
+        name = ls.unique_run_name(name, folder)
+        return ls.finetune_config(
+            name,
+            base_checkpoint=base,
+            steps=self.steps.value(),
+            patch=self.patch.value(),
+            batch_size=self.batch.value(),
+            lr=self.lr.value(),
+            seed=self.seed.value(),
+            device=self.device.value(),
+            output_dir=folder,
+            preset=self.fresh_preset,
+            data={"source": self.mode.currentData()},
+            **self.config_overrides,
+        )
+
+    # -- running
+    @property
+    def busy(self) -> bool:
+        return self.panel.busy
+
+    def run(self) -> JobHandle | None:
+        """Start a new run; returns the job (None when a choice is bad)."""
+        if self.busy:
+            return None
+        try:
+            build = self.source_builder()
+            cfg = self.config()
+        except DGNOError as err:
+            report_failure(self.panel, err)
+            return None
+        self.plot.clear()
+        self.stats.setText("")
+        return self._start(RunState(cfg), build, resume=False)
+
+    def resume(self) -> JobHandle | None:
+        """Continue the stopped run from its last checkpoint (same config, same data)."""
+        run = self._run
+        if self.busy or run is None or not run.resumable:
+            return None
+        source = run.source
+        return self._start(run, lambda: source, resume=True)
+
+    def stop(self) -> None:
+        self.panel.cancel()
+
+    def _start(self, run: RunState, build, resume: bool) -> JobHandle:
+        from ..train.engine import Callbacks, Trainer
+
+        events: queue.SimpleQueue = queue.SimpleQueue()
+        cfg = run.config
+
+        def job(progress, cancel):
+            run.source = build()
+            events.put(("log", f"data: {_describe_data(run.source.describe())}"))
+            trainer: Trainer
+
+            def on_step(info):
+                events.put(("step", info))
+                progress(info.step, info.total)
+
+            def on_validation(step, metrics):
+                inputs = next((h["input"] for h in trainer.history if "input" in h), {})
+                events.put(("validation", step, metrics, inputs.get("psnr")))
+                progress(step, cfg.steps)
+
+            callbacks = Callbacks(on_step, on_validation, cancel, lambda m: events.put(("log", m)))
+            trainer = Trainer(cfg, run.source, callbacks)
+            return trainer.run(resume=resume)
+
+        verb = "resuming" if resume else "fine-tuning"
+        handle = start_job(job, f"{verb} {cfg.name}")
+        self.panel.attach(handle, unit="step")
+        outcome: dict = {}
+        handle.progressed.connect(lambda *_: self._drain(events))
+        handle.succeeded.connect(lambda _: outcome.setdefault("status", "done"))
+        handle.cancelled.connect(lambda: outcome.setdefault("status", "stopped"))
+        handle.failed.connect(lambda exc: outcome.update(status="failed", error=exc))
+        handle.finished.connect(lambda: self._finished(run, events, outcome))
+        self._run = run
+        self._t0 = time.monotonic()
+        self.save_name.setPlaceholderText(cfg.name)
+        self._update_buttons()
+        return handle
+
+    def _drain(self, events: queue.SimpleQueue) -> None:
+        """Hand the worker's step and validation events to the plot and the numbers line."""
+        while True:
+            try:
+                event = events.get_nowait()
+            except queue.Empty:
+                break
+            kind = event[0]
+            if kind == "step":
+                info = event[1]
+                self.plot.add_step(info.step, info.loss)
+                self._last_step = info
+            elif kind == "validation":
+                _, step, metrics, input_psnr = event
+                self.plot.add_validation(step, metrics["psnr"], input_psnr)
+            else:  # the engine's log: data used, resumed from which checkpoint
+                self.panel.show_message(str(event[1]))
+        self._show_stats()
+
+    def _show_stats(self) -> None:
+        parts = []
+        if self.plot.steps:
+            info = self._last_step
+            parts.append(f"step {self.plot.steps[-1]}/{self._run.config.steps if self._run else '?'}")
+            parts.append(f"loss {self.plot.smoothed()[-1]:.4f}")
+            if info is not None and info.step > 0:
+                per_step = info.seconds / info.step
+                left = per_step * (info.total - info.step)
+                parts.append(f"{per_step:.2f} s/step" + (f", ~{_duration(left)} left" if left > 0 else ""))
+        if self.plot.psnrs:
+            text = f"val PSNR {self.plot.psnrs[-1]:.2f} dB"
+            if not math.isnan(self.plot.input_psnr):
+                text += f" (input {self.plot.input_psnr:.2f} dB)"
+            parts.append(text)
+        self.stats.setText(" · ".join(parts))
+
+    def _finished(self, run: RunState, events: queue.SimpleQueue, outcome: dict) -> None:
+        self._drain(events)
+        self.plot.redraw()
+        run.steps_done = ls.exported_steps(run.stem) or 0
+        run.checkpointed = bool(checkpoints(run.config.run_dir))
+        status = outcome.get("status")
+        run.stopped = status != "done"
+        if status == "failed":
+            report_failure(self.panel, outcome["error"])
+        elif status == "stopped" and run.steps_done == 0:
+            self.panel.show_message("stopped before the first step; nothing was trained", "warning")
+        elif status == "stopped":
+            self.panel.show_message(
+                f"stopped at step {run.steps_done}/{run.config.steps}; the weights so far are kept. "
+                "Resume continues from the last checkpoint, Save keeps this model.",
+                "warning",
+            )
+        else:
+            psnr = f", val PSNR {self.plot.psnrs[-1]:.2f} dB" if self.plot.psnrs else ""
+            self.panel.show_message(
+                f"trained {run.steps_done} steps in {_duration(time.monotonic() - self._t0)}{psnr}. "
+                "Save the model to use it in Deblur."
+            )
+        self._update_buttons()
+
+    # -- saving
+    def save(self) -> Path | None:
+        """Save the last run's model under the chosen name; every model list shows it at once."""
+        run = self._run
+        if self.busy or run is None or run.steps_done <= 0:
+            report_failure(self.panel, InputError("train (or resume) a run first, then save its model"))
+            return None
+        name = self.save_name.text().strip() or run.config.name
+        try:
+            name = ls.check_model_name(name)
+            overwrite = ls.user_model_exists(name)
+            if overwrite and not self._confirm_overwrite(name):
+                return None
+            path = ls.save_user_model(run.stem, name, overwrite=overwrite)
+        except DGNOError as err:
+            report_failure(self.panel, err)
+            return None
+        models_changed()
+        message = f"saved model '{name}' ({run.steps_done} steps) to {path.parent}; Deblur lists it now"
+        self.panel.show_message(message)
+        notify(message, "info")
+        return path
+
+    def _confirm_overwrite(self, name: str) -> bool:
+        answer = QMessageBox.question(
+            self, "Replace model?", f"A model named '{name}' exists. Replace it with this one?"
+        )
+        return answer == QMessageBox.StandardButton.Yes
+
+    def closeEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        self.stop()
+        super().closeEvent(event)
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(float(seconds), 0.0)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _describe_data(info: dict) -> str:
+    val = info.get("validation", {})
+    held = f"planes {val['planes']}" if "planes" in val else val.get("rows", "")
+    return f"{info.get('source', '?')}, validation on {held}"
+
+
+__all__ = ["FinetuneWidget"]
