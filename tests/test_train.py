@@ -1,11 +1,13 @@
 """The training engine: loss, schedule, checkpoints, stop, and exact resume."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from napari_dgno.errors import CheckpointError
 from napari_dgno.io.checkpoint import load_checkpoint
 from napari_dgno.train import state as ckpt
 from napari_dgno.train.config import TrainConfig
@@ -108,17 +110,42 @@ def test_resume_gives_the_same_model_as_an_uninterrupted_run(tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
 
 
-def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
+def _damage(run_dir, how):
+    newest = run_dir / "step-000004"
+    weights, state, meta = (Path(f"{newest}{s}") for s in (".safetensors", ".state.safetensors", ".json"))
+    if how == "truncated weights":
+        weights.write_bytes(weights.read_bytes()[:100])
+    elif how == "truncated state":
+        state.write_bytes(state.read_bytes()[:-50])
+    elif how == "state from another save":  # a kill while step 4 was being rewritten
+        state.write_bytes(Path(f"{run_dir / 'step-000002'}.state.safetensors").read_bytes())
+    elif how == "garbage json":
+        meta.write_text('{"format": "napari-dgno-checkpoint", "resume": ')
+
+
+@pytest.mark.parametrize(
+    "how", ["truncated weights", "truncated state", "state from another save", "garbage json"]
+)
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, how):
     Trainer(_config(tmp_path, steps=4), source=TinySource()).run()
-    newest = tmp_path / "t" / "step-000004.safetensors"
-    newest.write_bytes(newest.read_bytes()[:100])  # truncated
+    _damage(tmp_path / "t", how)
     logs = []
     trainer = Trainer(
         _config(tmp_path, steps=6), source=TinySource(), callbacks=Callbacks(on_log=logs.append)
     )
     trainer.run(resume=True)
-    assert any("skipping damaged checkpoint step-000004" in m for m in logs)
+    skipped = [m for m in logs if "skipping damaged checkpoint step-000004" in m]
+    assert len(skipped) == 1 and "\n" not in skipped[0]
     assert any("resumed from step-000002" in m for m in logs)
+
+
+def test_resuming_with_another_architecture_is_one_clear_error(tmp_path):
+    Trainer(_config(tmp_path, steps=2), source=TinySource()).run()
+    changed = _config(tmp_path, steps=4, model={"element_size": 8, "width": 16})
+    with pytest.raises(CheckpointError) as err:
+        Trainer(changed, source=TinySource()).run(resume=True)
+    message = str(err.value)
+    assert "\n" not in message and "--no-resume" in message and "step-000002" in message
 
 
 def test_fine_tuning_starts_from_the_base_weights(tmp_path):

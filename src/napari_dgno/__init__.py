@@ -9,7 +9,7 @@ The Python API is two functions (torch is imported only when they are first used
 
 __version__ = "0.1.0"
 
-_LAZY = {"deblur", "load_model", "list_models", "DeblurModel"}
+_LAZY = {"deblur", "deblur_to", "load_model", "list_models", "DeblurModel"}
 
 
 def __getattr__(name):
@@ -20,4 +20,4 @@ def __getattr__(name):
     raise AttributeError(f"module 'napari_dgno' has no attribute {name!r}")
 
 
-__all__ = ["DeblurModel", "__version__", "deblur", "list_models", "load_model"]
+__all__ = ["DeblurModel", "__version__", "deblur", "deblur_to", "list_models", "load_model"]

@@ -1,7 +1,8 @@
 """The ``dgno`` command: ``dgno deblur``, ``dgno models`` (and ``demo``, ``train``, ``bench`` as they land).
 
 Every failure the user can fix is one line, ``dgno: error: <reason>``, and exit status 2; an
-interrupted run exits 130. Output files are written atomically, so a failed or interrupted run never
+interrupted run exits 130; a batch (several inputs) in which some files failed lists them, one line
+each, and exits 1. Output files are written atomically, so a failed or interrupted run never
 leaves a partial file. Heavy imports (torch) happen inside the commands, so ``dgno --help`` is quick.
 """
 
@@ -27,7 +28,6 @@ SUBCOMMANDS: dict[str, str] = {
     "bench": "napari_dgno.bench.cli:add_parser",
 }
 
-TIFF_SUFFIXES = (".tif", ".tiff")
 FLUX_CHOICES = ("face", "p0dg", "none")
 PRESET_TABLE = ("paper", "small")
 
@@ -66,23 +66,43 @@ def _pixels_or_auto(text: str):
 def add_deblur_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "deblur",
-        help="restore a defocused TIFF image",
+        help="restore defocused images (one file, or a plate on a dask cluster)",
         description=(
-            "Remove spatially varying defocus blur from a TIFF / OME-TIFF (uint8, uint16 or float; "
-            "any compression; nD with Y, X last). Writes a float32 TIFF of the same shape in the "
-            "input's intensity units."
+            "Remove spatially varying defocus blur from a TIFF / OME-TIFF / OME-Zarr (uint8, uint16 "
+            "or float; any compression; nD with Y, X last). Writes a float32 TIFF (or OME-Zarr for a "
+            ".zarr output) of the same shape in the input's intensity units. Large inputs are read "
+            "and written row band by row band, so memory stays bounded. Several inputs, a folder or "
+            'a quoted glob ("plate/*.tif") run as a batch on a dask cluster: -o is then a folder, '
+            "finished outputs are skipped on a re-run, and failed files are listed at the end."
         ),
     )
-    p.add_argument("input", type=Path, help="input TIFF / OME-TIFF")
-    p.add_argument("-o", "--output", type=Path, required=True, help="output .tif / .ome.tif")
+    p.add_argument("input", nargs="+", help="input TIFF / OME-TIFF / OME-Zarr; or files, a folder, a glob")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="output .tif / .ome.tif / .zarr (a folder for a batch)",
+    )
     p.add_argument("--model", help="model name (see `dgno models`) or checkpoint path")
     p.add_argument("--element-size", type=int, metavar="PX", help="element side in pixels (0 = one)")
     p.add_argument("--flux", choices=FLUX_CHOICES, help="interface flux between elements")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--tile", type=_pixels_or_auto, default="auto", metavar="PX|auto")
     p.add_argument("--overlap", type=_pixels_or_auto, default="auto", metavar="PX|auto")
-    p.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: torch's setting)")
+    p.add_argument("--threads", type=int, metavar="N", help="CPU threads (per worker in a batch)")
+    p.add_argument(
+        "--stream",
+        action="store_true",
+        help="always write row band by row band (automatic above 128 MiB of output and for .zarr)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    batch = p.add_argument_group("batch (several inputs)")
+    batch.add_argument("--scheduler", metavar="ADDRESS", help="a running dask.distributed scheduler")
+    batch.add_argument(
+        "--workers", type=int, metavar="N", help="local cluster worker processes (default: half the cores)"
+    )
+    batch.add_argument("--force", action="store_true", help="redo files whose output is already complete")
     p.set_defaults(func=run_deblur)
 
 
@@ -92,14 +112,21 @@ def _same_file(a: Path, b: Path) -> bool:
             return a.samefile(b)
     except OSError:
         pass
-    return a.resolve() == b.resolve()
+    try:
+        return a.resolve() == b.resolve()
+    except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13): not the same
+        return False
 
 
 def _check_output(input_path: Path, output: Path) -> None:
+    from .io import output_format
+    from .io.ome_zarr import check_zarr_destination
+
     if _same_file(input_path, output):
         raise InputError(f"refusing to overwrite the input {input_path}; choose another -o path")
-    if not output.name.lower().endswith(TIFF_SUFFIXES):
-        raise InputError(f"output {output} must end in .tif or .tiff (.ome.tif for OME-TIFF)")
+    if output_format(output) == "zarr":
+        check_zarr_destination(output)
+        return
     if output.is_dir():
         raise InputError(f"output {output} is a folder")
     if not output.parent.is_dir():
@@ -109,8 +136,8 @@ def _check_output(input_path: Path, output: Path) -> None:
 class _Progress:
     """A tqdm bar on stderr, created at the first tile (so early errors print nothing else)."""
 
-    def __init__(self, enabled: bool):
-        self.enabled, self.bar = enabled, None
+    def __init__(self, enabled: bool, unit: str = "tile", desc: str = "deblur"):
+        self.enabled, self.bar, self.unit, self.desc = enabled, None, unit, desc
 
     def __call__(self, done: int, total: int) -> None:
         if not self.enabled:
@@ -118,7 +145,7 @@ class _Progress:
         if self.bar is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, unit="tile", desc="deblur", file=sys.stderr, leave=False)
+            self.bar = tqdm(total=total, unit=self.unit, desc=self.desc, file=sys.stderr, leave=False)
         if self.bar.total != total:
             self.bar.total = total
         self.bar.update(done - self.bar.n)
@@ -129,44 +156,105 @@ class _Progress:
 
 
 def run_deblur(args) -> int:
-    from .inference import deblur, load_model
+    from .batch import is_batch
+
+    if is_batch(args.input):
+        return run_batch(args)
+    if args.scheduler or args.workers:
+        raise InputError("--scheduler and --workers apply to several inputs (a folder or a glob)")
+    from .batch import deblur_file
+    from .inference import load_model
     from .inference.engine import default_model_name
-    from .io import read_image, write_tiff_atomic
 
     started = time.perf_counter()
-    _check_output(args.input, args.output)
-    image, info = read_image(args.input)
+    source = Path(args.input[0])
+    _check_output(source, args.output)
     model_name = args.model
     if model_name is None and args.flux is not None:
         model_name = default_model_name(flux=args.flux)  # None -> the default, run with that flux
     model = load_model(model_name, device=args.device)
     progress = _Progress(enabled=not args.quiet)
-    run_info: dict = {}
     try:
-        restored = deblur(
-            image,
+        run_info = deblur_file(
+            source,
+            args.output,
             model,
+            stream=True if args.stream else None,
+            progress=progress,
             element_size=args.element_size,
             flux=args.flux,
             tile=args.tile,
             overlap=args.overlap,
             threads=args.threads,
-            progress=progress,
-            info=run_info,
         )
     finally:
         progress.close()
-    write_tiff_atomic(args.output, restored, metadata=info)
     if not args.quiet:
-        shape = "x".join(str(s) for s in restored.shape)
+        shape = "x".join(str(s) for s in run_info["shape"])
         options = f"E={run_info['element_size']}, flux={run_info['flux']}" if run_info["flux"] else ""
+        streamed = ", streamed" if run_info["streamed"] else ""
         print(
-            f"dgno: wrote {args.output} ({shape} float32) with model {model.name}"
+            f"dgno: wrote {args.output} ({shape} float32{streamed}) with model {model.name}"
             f"{f' ({options})' if options else ''} on {run_info['device']} "
             f"in {time.perf_counter() - started:.1f} s",
             file=sys.stderr,
         )
     return 0
+
+
+def run_batch(args) -> int:
+    """Several files on a dask cluster: one line per failure, a summary, exit 1 if any failed."""
+    from .batch import deblur_files
+    from .inference.engine import default_model_name
+
+    started = time.perf_counter()
+    model_name = args.model
+    if model_name is None and args.flux is not None:
+        model_name = default_model_name(flux=args.flux)
+    counts = {"done": 0, "skipped": 0, "failed": 0}
+    bar = None
+
+    def on_result(result: dict) -> None:
+        nonlocal bar
+        counts[result["status"]] += 1
+        if result["status"] == "failed":
+            line = f"dgno: failed: {result['input']}: {_one_line(result.get('error', 'unknown error'))}"
+            (bar.write if bar is not None else print)(line, file=sys.stderr)
+        if bar is not None:
+            bar.update(1)
+
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(unit="file", desc="deblur", file=sys.stderr, leave=False)
+    try:
+        results = deblur_files(
+            args.input,
+            args.output,
+            model_name,
+            scheduler=args.scheduler,
+            workers=args.workers,
+            threads=args.threads,
+            device=args.device,
+            element_size=args.element_size,
+            flux=args.flux,
+            tile=args.tile,
+            overlap=args.overlap,
+            stream=True if args.stream else None,
+            force=args.force,
+            on_result=on_result,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    if not args.quiet or counts["failed"]:
+        print(
+            f"dgno: {counts['done']} written, {counts['skipped']} skipped (already complete), "
+            f"{counts['failed']} failed of {len(results)} in {args.output} "
+            f"in {time.perf_counter() - started:.1f} s",
+            file=sys.stderr,
+        )
+    return 1 if counts["failed"] else 0
 
 
 # ---------------------------------------------------------------------------------------------------

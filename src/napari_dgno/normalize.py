@@ -13,6 +13,7 @@ import numpy as np
 
 DEFAULT_LOW = 1.0
 DEFAULT_HIGH = 99.8
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True)
@@ -29,10 +30,21 @@ class Normalization:
         # A constant image has hi == lo; any positive scale keeps the map invertible.
         return max(self.hi - self.lo, 1e-12 if self.hi == 0 else abs(self.hi) * 1e-6)
 
+    @property
+    def _wide(self) -> bool:
+        # Ranges far from 1 (float32's extremes, subnormal values) overflow or underflow float32
+        # arithmetic into inf/NaN; they are computed in float64. Ordinary ranges stay in float32.
+        return not (1e-30 < self.scale < 1e30 and abs(self.lo) < 1e30)
+
     def apply(self, image: np.ndarray) -> np.ndarray:
+        if self._wide:
+            return ((np.asarray(image, dtype=np.float64) - self.lo) / self.scale).astype(np.float32)
         return ((np.asarray(image, dtype=np.float32) - self.lo) / self.scale).astype(np.float32)
 
     def invert(self, image: np.ndarray) -> np.ndarray:
+        if self._wide:  # clipped: a float32 result cannot hold more than float32's range
+            out = np.asarray(image, dtype=np.float64) * self.scale + self.lo
+            return np.clip(out, -_F32_MAX, _F32_MAX).astype(np.float32)
         return (np.asarray(image, dtype=np.float32) * self.scale + self.lo).astype(np.float32)
 
     def to_dict(self) -> dict:

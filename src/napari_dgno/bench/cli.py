@@ -58,7 +58,49 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: torch's setting)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+    scale = p.add_argument_group(
+        "scale (--scale)",
+        "time and peak memory against image size (each size in a fresh process, streaming path) and "
+        "against local cluster workers; writes DIR/scale.md and DIR/scale.json with --out",
+    )
+    scale.add_argument("--scale", action="store_true", help="run the scale benchmark instead")
+    scale.add_argument("--sizes", type=_sizes, default=None, metavar="PX,PX,...",
+                       help="image sides (default 512,1024,2048,4096,8192)")  # fmt: skip
+    scale.add_argument("--worker-counts", type=_sizes, default=None, metavar="N,N,...",
+                       help="local cluster sizes for the plate (default 1,2; '' for none)")  # fmt: skip
+    scale.add_argument("--plate-images", type=int, default=8, metavar="N", help="plate images (default 8)")
+    scale.add_argument("--plate-size", type=int, default=1024, metavar="PX", help="plate image side (1024)")
+    scale.add_argument("--model", help="model name or checkpoint (default: shipped, else random-init)")
+    scale.add_argument("--preset", default="small", help="preset of the random-init fallback (small)")
+    scale.add_argument("--tile", default="auto", metavar="PX|auto", help="tile size (default auto)")
+    scale.add_argument("--verify-max", type=int, default=2048, metavar="PX",
+                       help="also run sizes up to this in memory and compare (default 2048)")  # fmt: skip
+    scale.add_argument("--max-seconds", type=float, metavar="S",
+                       help="skip sizes predicted to take longer, reporting the extrapolation")  # fmt: skip
     p.set_defaults(func=run)
+
+
+def run_scale_command(args, log) -> int:
+    from napari_dgno.bench.scale import SIZES, WORKER_COUNTS, run_scale, to_plain
+
+    report = run_scale(
+        sizes=args.sizes or SIZES,
+        worker_counts=WORKER_COUNTS if args.worker_counts is None else args.worker_counts,
+        plate_images=args.plate_images,
+        plate_size=args.plate_size,
+        model=args.model,
+        preset=args.preset,
+        tile=args.tile,
+        threads=args.threads,
+        verify_max=args.verify_max,
+        max_seconds=args.max_seconds,
+        out=args.out,
+        log=log,
+    )
+    print(to_plain(report), end="")
+    if args.out is not None:
+        log(f"wrote {args.out / 'scale.md'} and {args.out / 'scale.json'}")
+    return 0
 
 
 def run(args) -> int:
@@ -68,6 +110,8 @@ def run(args) -> int:
         if not args.quiet:
             print(f"dgno bench: {message}", file=sys.stderr, flush=True)
 
+    if args.scale:
+        return run_scale_command(args, log)
     if args.train_baselines:
         train_baselines(args.baseline_dir, log=log)
     models = {**default_models(args.baseline_dir), **dict(args.models)}

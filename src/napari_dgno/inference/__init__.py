@@ -4,15 +4,17 @@ from .devices import autocast_context, available_devices, cpu_threads, resolve_d
 from .engine import (
     DeblurModel,
     deblur,
+    deblur_to,
     default_model_name,
     list_models,
     load_model,
     shipped_model_dir,
     user_model_dir,
 )
-from .tiling import Blender, Tile, auto_overlap, auto_tile, plan_tiles, tile_weight
+from .tiling import BandBlender, Blender, Tile, auto_overlap, auto_tile, plan_tiles, tile_weight
 
 __all__ = [
+    "BandBlender",
     "Blender",
     "DeblurModel",
     "Tile",
@@ -22,6 +24,7 @@ __all__ = [
     "available_devices",
     "cpu_threads",
     "deblur",
+    "deblur_to",
     "default_model_name",
     "list_models",
     "load_model",

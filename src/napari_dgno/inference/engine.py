@@ -35,11 +35,14 @@ from ..model import FLUX_VARIANTS, build_model, count_parameters
 from ..model.config import check_element_size
 from ..normalize import Normalization, fit_normalization
 from .devices import autocast_context, cpu_threads, resolve_device
-from .tiling import Blender, auto_overlap, auto_tile, halve_tile, plan_tiles, round_up
+from .tiling import BandBlender, auto_overlap, auto_tile, halve_tile, plan_tiles, round_up, tile_rows
 
 MODEL_DIR_ENV = "NAPARI_DGNO_MODEL_DIR"
 SHIPPED_INDEX = "models.json"
 MIN_SIDE = 8  # smallest Y or X we accept; smaller sides are reflect-padded by the network
+# Normalised inputs are clipped to this: a million times the 1-99.8 % range is no real intensity
+# (a sentinel like FLT_MAX), and such values overflow the network's float32 sums into inf/NaN.
+MAX_NORMALISED = 1e6
 
 ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], bool]
@@ -321,7 +324,26 @@ def _check_image(image, channel_axis: int | None):
     if not lazy and dtype.kind == "f" and not np.isfinite(image).all():
         bad = int(image.size - np.count_nonzero(np.isfinite(image)))
         raise InputError(f"the image holds {bad} NaN or infinite value(s); replace them first")
+    if not lazy and dtype.kind == "f" and dtype.itemsize > 4:
+        peak = float(np.abs(image).max())
+        if peak > float(np.finfo(np.float32).max):  # the float32 result could not hold them
+            raise InputError(
+                f"the image holds values up to {peak:.3g}, beyond float32's range; rescale it first"
+            )
     return image, lazy
+
+
+@contextlib.contextmanager
+def _reading(lazy: bool):
+    """A damaged file behind a lazy array fails at its first read: one line, not a codec traceback."""
+    try:
+        yield
+    except (DGNOError, MemoryError):
+        raise
+    except Exception as err:
+        if not lazy:
+            raise
+        raise InputError(f"could not read the input ({' '.join(str(err).split())})") from None
 
 
 def _fit(image, lazy: bool) -> tuple[Normalization, float | None]:
@@ -331,14 +353,18 @@ def _fit(image, lazy: bool) -> tuple[Normalization, float | None]:
     image is returned as it is (deblurring a flat field changes nothing), anything else (a few bright
     spots on a flat background) falls back to a min-max range.
     """
-    norm = fit_normalization(image)
+    with _reading(lazy):
+        norm = fit_normalization(image)
     if not (np.isfinite(norm.lo) and np.isfinite(norm.hi)):
         raise InputError("the image holds NaN or infinite values; replace them first")
     if norm.hi > norm.lo:
         return norm, None
-    if lazy:
-        lo = min(float(np.min(np.asarray(image[idx]))) for idx in np.ndindex(image.shape[:-2]))
-        hi = max(float(np.max(np.asarray(image[idx]))) for idx in np.ndindex(image.shape[:-2]))
+    if lazy:  # chunk-wise reductions: never the whole input in memory
+        import dask.array as da
+
+        source = image if hasattr(image, "compute") else da.from_array(image)
+        with _reading(lazy):
+            lo, hi = (float(v) for v in da.compute(source.min(), source.max()))
     else:
         lo, hi = float(image.min()), float(image.max())
     if not (np.isfinite(lo) and np.isfinite(hi)):
@@ -348,18 +374,66 @@ def _fit(image, lazy: bool) -> tuple[Normalization, float | None]:
     return Normalization(lo, hi, 0.0, 100.0), None
 
 
-def _read_plane(image, idx, lazy: bool) -> np.ndarray:
-    if not lazy:
-        return image[idx]
-    try:
-        plane = np.asarray(image[idx])
-    except DGNOError:
-        raise
-    except Exception as err:  # a damaged file behind a lazy array
-        raise InputError(f"could not read plane {idx} of the input ({' '.join(str(err).split())})") from None
-    if plane.dtype.kind == "f" and not np.isfinite(plane).all():
-        raise InputError(f"plane {idx} holds NaN or infinite values; replace them first")
-    return plane
+def _row_bounds(image, height: int) -> np.ndarray | None:
+    """Row offsets where the source's chunks start (dask or zarr), or None when it has no chunks."""
+    chunks = getattr(image, "chunks", None)
+    if not chunks:
+        return None
+    rows = chunks[-2]
+    if isinstance(rows, (tuple, list)):  # dask: sizes of every chunk along the axis
+        return np.cumsum([0, *(int(r) for r in rows)])
+    return np.arange(0, height + int(rows), int(rows))  # zarr: one chunk size
+
+
+class _RowReader:
+    """Reads one plane of the input as row bands, touching each source chunk once.
+
+    Why: a lazy source (dask, zarr, a big TIFF) must never be read whole. Bands move down the plane
+    and overlap, so rows already read are kept until the next band starts below them; reads are
+    widened to the source's chunk rows, so a chunk is decoded once, not once per band.
+    """
+
+    def __init__(self, image, idx: tuple, lazy: bool):
+        self.image, self.idx, self.lazy = image, idx, lazy
+        self.height = int(image.shape[-2])
+        self.bounds = _row_bounds(image, self.height) if lazy else None
+        self.top, self.cache = 0, None  # cached rows [top, top + len(cache))
+        self.max_rows = 0
+
+    def _chunk_end(self, y: int) -> int:
+        if self.bounds is None:
+            return y
+        return int(min(self.height, self.bounds[np.searchsorted(self.bounds, y)]))
+
+    def _fetch(self, y0: int, y1: int) -> np.ndarray:
+        try:
+            rows = np.asarray(self.image[(*self.idx, slice(y0, y1), slice(None))])
+        except DGNOError:
+            raise
+        except Exception as err:  # a damaged file behind a lazy array
+            where = f"plane {self.idx} " if self.idx else ""
+            raise InputError(
+                f"could not read rows {y0}-{y1} of {where}the input ({' '.join(str(err).split())})"
+            ) from None
+        if rows.dtype.kind == "f" and not np.isfinite(rows).all():
+            raise InputError(f"rows {y0}-{y1} of the input hold NaN or infinite values; replace them first")
+        return rows
+
+    def read(self, y0: int, y1: int) -> np.ndarray:
+        """Rows ``[y0, y1)`` of the plane in the input's dtype (a view for numpy input)."""
+        if not self.lazy:
+            return self.image[self.idx][y0:y1]
+        end = self.top + (0 if self.cache is None else len(self.cache))
+        if self.cache is None or not self.top <= y0 <= end:
+            self.top, self.cache, end = y0, None, y0
+        if y1 > end:
+            fresh = self._fetch(end, max(y1, self._chunk_end(y1)))
+            kept = self.cache[y0 - self.top :] if self.cache is not None else fresh[:0]
+            self.cache, self.top = np.concatenate([kept, fresh]), y0
+        else:
+            self.cache, self.top = self.cache[y0 - self.top :], y0
+        self.max_rows = max(self.max_rows, len(self.cache))
+        return self.cache[: y1 - y0]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -453,6 +527,143 @@ def _tile_sizes(tile, overlap, plane_shape, multiple: int, device: torch.device)
 # The engine
 
 
+@dataclass
+class _Job:
+    """Everything decided before the first tile: the input view, model, options and normalisation."""
+
+    arr: object
+    lazy: bool
+    dm: DeblurModel
+    element_size: int | None
+    flux: str | None
+    multiple: int
+    tile: int
+    overlap: int
+    norm: Normalization
+    constant: float | None
+    kwargs: dict
+    stats: dict = field(default_factory=lambda: {"rows_read": 0, "rows_blended": 0, "tiles_per_plane": 0})
+
+
+def _prepare(image, model, element_size, flux, device, tile, overlap, channel_axis) -> _Job:
+    arr, lazy = _check_image(image, channel_axis)
+    dm = _as_deblur_model(model, device)
+    e, f = _runtime_options(dm, element_size, flux)
+    multiple = _pad_multiple(dm.net, e)
+    plane_shape = tuple(int(s) for s in arr.shape[-2:])
+    tile_px, overlap_px = _tile_sizes(tile, overlap, plane_shape, multiple, dm.device)
+    norm, constant = _fit(arr, lazy)
+    kwargs = {"element_size": e, "flux": f} if e is not None and _accepts_options(type(dm.net)) else {}
+    return _Job(arr, lazy, dm, e, f, multiple, tile_px, overlap_px, norm, constant, kwargs)
+
+
+Emit = Callable[[tuple, int, np.ndarray], None]
+
+
+def _execute(job: _Job, emit: Emit, progress, cancel, threads, mixed_precision) -> None:
+    """Restore every plane band by band; ``emit(plane index, first row, rows)`` gets finished rows
+    (float32, input units) top to bottom. After an out-of-memory retry a plane is emitted again
+    from its first row, with smaller tiles."""
+    arr, net, dev = job.arr, job.dm.net, job.dm.device
+    height, width = (int(s) for s in arr.shape[-2:])
+    planes = list(np.ndindex(*arr.shape[:-2]))
+    tiles = plan_tiles((height, width), job.tile, job.overlap, job.multiple)
+    total, done = len(tiles) * len(planes), 0
+
+    def check_cancel():
+        if cancel is not None and cancel():
+            raise Cancelled("deblurring cancelled")
+
+    def run_plane(idx, tiles) -> None:
+        nonlocal done
+        reader, blender = _RowReader(arr, idx, job.lazy), BandBlender(width)
+        rows = tile_rows(tiles)
+        for r, row in enumerate(rows):
+            band = job.norm.apply(reader.read(row[0].y0, row[0].y1))
+            np.clip(band, -MAX_NORMALISED, MAX_NORMALISED, out=band)
+            for t in row:
+                check_cancel()
+                x = torch.from_numpy(np.ascontiguousarray(band[:, t.x0 : t.x1]))[None, None].to(dev)
+                with autocast_context(dev, mixed_precision):
+                    y = net(x, **job.kwargs)
+                blender.add(t, y.float()[0, 0].cpu().numpy())
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+            top, restored = blender.release(rows[r + 1][0].y0 if r + 1 < len(rows) else height)
+            emit(idx, top, job.norm.invert(restored))
+        job.stats["rows_read"] = max(job.stats["rows_read"], reader.max_rows)
+        job.stats["rows_blended"] = max(job.stats["rows_blended"], blender.max_rows)
+
+    def constant_plane(idx) -> None:
+        nonlocal done
+        check_cancel()
+        step = max(1, (1 << 22) // width)  # ~16 MB of float32 at a time
+        for y0 in range(0, height, step):
+            emit(idx, y0, np.full((min(step, height - y0), width), job.constant, dtype=np.float32))
+        done += len(tiles)
+        if progress is not None:
+            progress(done, total)
+
+    was_training = net.training
+    threads_ctx = cpu_threads(threads) if dev.type == "cpu" else contextlib.nullcontext()
+    try:
+        net.eval()
+        with threads_ctx, torch.inference_mode():
+            for p, idx in enumerate(planes):
+                if job.constant is not None:
+                    constant_plane(idx)
+                    continue
+                done_before = done
+                while True:
+                    oom = False
+                    try:
+                        run_plane(idx, tiles)
+                    except torch.OutOfMemoryError:
+                        oom = True  # handled outside the except block so the failed tensors are freed
+                    if not oom:
+                        break
+                    smaller = halve_tile(job.tile, job.multiple)
+                    if smaller is None:
+                        raise DGNOError(
+                            f"out of memory on {dev} even with {job.tile} px tiles; try device='cpu'"
+                        ) from None
+                    if dev.type == "cuda":
+                        torch.cuda.empty_cache()
+                    job.tile = smaller
+                    job.overlap = min(job.overlap, max(0, job.tile // 4 // job.multiple * job.multiple))
+                    tiles = plan_tiles((height, width), job.tile, job.overlap, job.multiple)
+                    done = done_before
+                    total = done + len(tiles) * (len(planes) - p)
+    finally:
+        net.train(was_training)
+    job.stats["tiles_per_plane"] = len(tiles)
+    job.stats["planes"] = len(planes)
+
+
+def _fill_info(info: dict | None, job: _Job, started: float, **extra) -> None:
+    if info is None:
+        return
+    dm = job.dm
+    info.update(
+        model=dm.name,
+        model_path=str(dm.path) if dm.path else None,
+        element_size=job.element_size,
+        flux=job.flux,
+        device=str(dm.device),
+        tile=job.tile,
+        overlap=job.overlap,
+        tiles_per_plane=job.stats["tiles_per_plane"],
+        planes=job.stats["planes"],
+        normalization=job.norm.to_dict(),
+        constant=job.constant is not None,
+        rows_read=job.stats["rows_read"],
+        rows_blended=job.stats["rows_blended"],
+        seconds=time.perf_counter() - started,
+        **extra,
+    )
+
+
 def deblur(
     image,
     model=None,
@@ -472,8 +683,9 @@ def deblur(
     """Restore a defocused image; float32 of the same shape, in the input's intensity units.
 
     image: numpy (any integer or float dtype), dask or another lazy array (zarr ...), any number of
-        dimensions with Y, X last; each 2-D plane is restored in turn (lazy inputs are read one
-        plane at a time; the result is a numpy array).
+        dimensions with Y, X last; each 2-D plane is restored in turn, in row bands of tiles (lazy
+        inputs are read one band at a time, never whole; the result is a numpy array; for results
+        that do not fit in memory use :func:`deblur_to`).
     model: a :class:`DeblurModel`, a model name, a checkpoint path, a network from ``build_model``
         (or any module with ``pad_multiple``), or None for the shipped default.
     element_size, flux: run-time options of DGNO (default: the checkpoint's); ignored by networks
@@ -493,7 +705,8 @@ def deblur(
         input's shape and axis order.
     threads: CPU threads for this call (default ``$NAPARI_DGNO_THREADS`` or torch's setting).
     mixed_precision: bf16/fp16 autocast on GPU (never on CPU).
-    info: if a dict is given it is filled with what was done (model, normalisation, tiles, time).
+    info: if a dict is given it is filled with what was done (model, normalisation, tiles, time,
+        and ``rows_read`` / ``rows_blended``: the most rows of one plane held at once).
 
     Rules on input: NaN/inf, empty arrays, fewer than 2 dimensions, Y or X under 8 px, and
     bool/complex/object dtypes are refused with an :class:`InputError`. Planes smaller than one
@@ -502,97 +715,70 @@ def deblur(
     back unchanged.
     """
     started = time.perf_counter()
-    arr, lazy = _check_image(image, channel_axis)
-    dm = _as_deblur_model(model, device)
-    e, f = _runtime_options(dm, element_size, flux)
-    net, dev = dm.net, dm.device
-    multiple = _pad_multiple(net, e)
-    plane_shape = tuple(int(s) for s in arr.shape[-2:])
-    tile_px, overlap_px = _tile_sizes(tile, overlap, plane_shape, multiple, dev)
-    norm, constant = _fit(arr, lazy)
+    job = _prepare(image, model, element_size, flux, device, tile, overlap, channel_axis)
+    out = np.empty(job.arr.shape, dtype=np.float32)
 
-    planes = list(np.ndindex(*arr.shape[:-2]))
-    tiles = plan_tiles(plane_shape, tile_px, overlap_px, multiple)
-    total = len(tiles) * len(planes)
-    out = np.empty(arr.shape, dtype=np.float32)
-    kwargs = {"element_size": e, "flux": f} if e is not None and _accepts_options(type(net)) else {}
-    done = 0
+    def emit(idx, y0, rows):
+        out[idx][y0 : y0 + len(rows)] = rows
 
-    def run_plane(plane: np.ndarray, tiles) -> np.ndarray:
-        nonlocal done
-        blender = Blender(plane_shape) if len(tiles) > 1 else None
-        result = None
-        for t in tiles:
-            if cancel is not None and cancel():
-                raise Cancelled("deblurring cancelled")
-            x = torch.from_numpy(np.ascontiguousarray(plane[t.slices]))[None, None].to(dev)
-            with autocast_context(dev, mixed_precision):
-                y = net(x, **kwargs)
-            y = y.float()[0, 0].cpu().numpy()
-            if blender is None:
-                result = y
-            else:
-                blender.add(t, y)
-            done += 1
-            if progress is not None:
-                progress(done, total)
-        return result if blender is None else blender.result()
-
-    was_training = net.training
-    threads_ctx = cpu_threads(threads) if dev.type == "cpu" else contextlib.nullcontext()
-    try:
-        net.eval()
-        with threads_ctx, torch.inference_mode():
-            for p, idx in enumerate(planes):
-                if constant is not None:
-                    if cancel is not None and cancel():
-                        raise Cancelled("deblurring cancelled")
-                    out[idx] = constant
-                    done += len(tiles)
-                    if progress is not None:
-                        progress(done, total)
-                    continue
-                plane = norm.apply(_read_plane(arr, idx, lazy))
-                done_before = done
-                while True:
-                    oom = False
-                    try:
-                        restored = run_plane(plane, tiles)
-                    except torch.OutOfMemoryError:
-                        oom = True  # handled outside the except block so the failed tensors are freed
-                    if not oom:
-                        break
-                    smaller = halve_tile(tile_px, multiple)
-                    if smaller is None:
-                        raise DGNOError(
-                            f"out of memory on {dev} even with {tile_px} px tiles; try device='cpu'"
-                        ) from None
-                    if dev.type == "cuda":
-                        torch.cuda.empty_cache()
-                    tile_px = smaller
-                    overlap_px = min(overlap_px, max(0, tile_px // 4 // multiple * multiple))
-                    tiles = plan_tiles(plane_shape, tile_px, overlap_px, multiple)
-                    done = done_before
-                    total = done + len(tiles) * (len(planes) - p)
-                out[idx] = norm.invert(restored)
-    finally:
-        net.train(was_training)
-
+    _execute(job, emit, progress, cancel, threads, mixed_precision)
     if channel_axis is not None:
         out = np.moveaxis(out, 0, channel_axis)
-    if info is not None:
-        info.update(
-            model=dm.name,
-            model_path=str(dm.path) if dm.path else None,
-            element_size=e,
-            flux=f,
-            device=str(dev),
-            tile=tile_px,
-            overlap=overlap_px,
-            tiles_per_plane=len(tiles),
-            planes=len(planes),
-            normalization=norm.to_dict(),
-            constant=constant is not None,
-            seconds=time.perf_counter() - started,
+    _fill_info(info, job, started, streamed=False)
+    return out
+
+
+def deblur_to(
+    image,
+    out,
+    model=None,
+    *,
+    element_size: int | None = None,
+    flux: str | None = None,
+    device="auto",
+    tile="auto",
+    overlap="auto",
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+    threads: int | None = None,
+    mixed_precision: bool = True,
+    metadata: dict | None = None,
+    info: dict | None = None,
+):
+    """Like :func:`deblur`, but rows are written to ``out`` as soon as they are final.
+
+    Why: memory then stays about one row band of tiles (plus the source's chunk rows), whatever
+    the image size, so slides and plates larger than RAM can be restored.
+
+    out: a path ending in ``.tif`` / ``.tiff`` / ``.ome.tif`` (a float32 TIFF written in place
+        through a temporary file, renamed at the end) or ``.zarr`` / ``.ome.zarr`` (an OME-Zarr
+        written into a temporary folder, renamed at the end): nothing is left at the destination
+        if the run fails or is interrupted; returns the path. Or an array of the input's shape
+        that supports slice assignment (numpy, ``np.memmap``, ``zarr.Array``): filled and returned.
+    metadata: for file outputs, an ``info`` dict from :func:`napari_dgno.io.read_image` (axes,
+        pixel sizes) to carry over.
+    Everything else as in :func:`deblur` (colour images: use :func:`deblur`). The values are
+    identical to :func:`deblur`'s.
+    """
+    started = time.perf_counter()
+    job = _prepare(image, model, element_size, flux, device, tile, overlap, None)
+    shape = tuple(int(s) for s in job.arr.shape)
+    if isinstance(out, (str, os.PathLike)):
+        from ..io.stream import open_image_writer
+
+        with open_image_writer(out, shape, metadata=metadata) as writer:
+            _execute(job, writer.write_rows, progress, cancel, threads, mixed_precision)
+        _fill_info(info, job, started, streamed=True, output=str(out))
+        return Path(out)
+    if tuple(getattr(out, "shape", ())) != shape or not hasattr(out, "__setitem__"):
+        raise InputError(
+            f"out must be a .tif/.zarr path or a writable array of shape {shape}, "
+            f"got {type(out).__name__} of shape {getattr(out, 'shape', None)}"
         )
+
+    def emit(idx, y0, rows):
+        out[(*idx, slice(y0, y0 + len(rows)), slice(None))] = rows
+
+    _execute(job, emit, progress, cancel, threads, mixed_precision)
+    _fill_info(info, job, started, streamed=True)
     return out

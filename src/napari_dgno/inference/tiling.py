@@ -140,6 +140,60 @@ class Blender:
         return self.out / self.weight
 
 
+class BandBlender:
+    """Blends one plane's tiles row band by row band, so only a band of rows is ever held.
+
+    Why: a 30k x 30k slide does not fit in memory as float32, but tiles arrive in row-major order, so
+    rows above the next band's first row are final and can be written out. Each pixel gets exactly
+    the same additions, in the same order, as in :class:`Blender`: the result is bit-identical.
+    """
+
+    def __init__(self, width: int):
+        self.top = 0  # plane row of the buffers' first row
+        self.out = np.zeros((0, int(width)), dtype=np.float32)
+        self.weight = np.zeros((0, int(width)), dtype=np.float32)
+        self.max_rows = 0
+
+    def _grow(self, bottom: int) -> None:
+        extra = bottom - self.top - self.out.shape[0]
+        if extra > 0:
+            pad = np.zeros((extra, self.out.shape[1]), dtype=np.float32)
+            self.out = np.concatenate([self.out, pad])
+            self.weight = np.concatenate([self.weight, pad])
+            self.max_rows = max(self.max_rows, self.out.shape[0])
+
+    def add(self, tile: Tile, values: np.ndarray) -> None:
+        if tile.y0 < self.top:
+            raise RuntimeError("tile starts above rows already released")
+        self._grow(tile.y1)
+        w = tile_weight(tile)
+        ys, xs = slice(tile.y0 - self.top, tile.y1 - self.top), slice(tile.x0, tile.x1)
+        self.out[ys, xs] += w * values
+        self.weight[ys, xs] += w
+
+    def release(self, upto: int) -> tuple[int, np.ndarray]:
+        """``(first row, blended rows)`` for rows ``[top, upto)``; no later tile may touch them."""
+        n = int(upto) - self.top
+        self._grow(upto)
+        out, weight = self.out[:n], self.weight[:n]
+        if not np.all(weight > 0):  # a planning bug, never the user's fault
+            raise RuntimeError("tiles do not cover the plane")
+        rows, top = out / weight, self.top
+        self.out, self.weight, self.top = self.out[n:].copy(), self.weight[n:].copy(), int(upto)
+        return top, rows
+
+
+def tile_rows(tiles: list[Tile]) -> list[list[Tile]]:
+    """Tiles grouped by row span, in plan order (``plan_tiles`` is row-major)."""
+    rows: list[list[Tile]] = []
+    for t in tiles:
+        if rows and (rows[-1][0].y0, rows[-1][0].y1) == (t.y0, t.y1):
+            rows[-1].append(t)
+        else:
+            rows.append([t])
+    return rows
+
+
 def halve_tile(tile: int, multiple: int, minimum: int = 64) -> int | None:
     """The next smaller tile after an out-of-memory error, or None when there is no smaller one."""
     smaller = max(multiple, (tile // 2) // multiple * multiple)
@@ -157,11 +211,13 @@ def describe(tiles: list[Tile]) -> str:
 
 
 __all__ = [
+    "BandBlender",
     "Blender",
     "Tile",
     "auto_overlap",
     "auto_tile",
     "halve_tile",
     "plan_tiles",
+    "tile_rows",
     "tile_weight",
 ]

@@ -1,4 +1,5 @@
-"""Files in and out: safetensors + JSON checkpoints, TIFF / OME-TIFF images (atomic writes, clear errors)."""
+"""Files in and out: safetensors + JSON checkpoints, TIFF / OME-TIFF / OME-Zarr images (atomic writes,
+clear errors, row-band writers for images larger than memory)."""
 
 from .checkpoint import (
     FORMAT,
@@ -10,6 +11,8 @@ from .checkpoint import (
     read_metadata,
     save_checkpoint,
 )
+from .ome_zarr import is_zarr_path, read_zarr, write_zarr_atomic
+from .stream import open_image_writer, output_format, write_image_atomic
 from .tiff import read_image, write_tiff_atomic
 
 __all__ = [
@@ -17,10 +20,16 @@ __all__ = [
     "FORMAT_VERSION",
     "atomic_path",
     "checkpoint_paths",
+    "is_zarr_path",
     "load_checkpoint",
     "load_extra_tensors",
+    "open_image_writer",
+    "output_format",
     "read_image",
     "read_metadata",
+    "read_zarr",
     "save_checkpoint",
+    "write_image_atomic",
     "write_tiff_atomic",
+    "write_zarr_atomic",
 ]

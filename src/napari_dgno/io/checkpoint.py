@@ -17,6 +17,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import shutil
 import struct
 import tempfile
 from collections.abc import Mapping
@@ -98,6 +99,7 @@ def atomic_path(dest: str | os.PathLike):
     os.close(fd)
     tmp = Path(tmp)
     try:
+        _set_new_file_mode(tmp)
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
@@ -105,6 +107,79 @@ def atomic_path(dest: str | os.PathLike):
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    _fsync_dir(dest.parent)
+
+
+def _set_new_file_mode(path: Path) -> None:
+    """The mode ``open()`` would give (0o666 less the umask): mkstemp's 0o600 would hide results
+    and models from the user's group on a shared server. Linux reads the umask from /proc."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        with open("/proc/self/status", encoding="ascii") as f:
+            umask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+        os.chmod(path, 0o666 & ~umask)
+
+
+def _anonymous_file(folder: Path) -> int | None:
+    """An unnamed file in ``folder`` (Linux ``O_TMPFILE``), or None where that is not supported.
+
+    Why: a process killed with SIGKILL (the OOM killer, a batch scheduler) runs no clean-up, so a
+    named temporary file that a long streamed write fills would stay behind, gigabytes large. The
+    kernel frees an unnamed file when its last descriptor closes; it gets a name once complete.
+    """
+    flag = getattr(os, "O_TMPFILE", None)
+    if flag is None or not os.path.isdir("/proc/self/fd"):
+        return None
+    try:
+        return os.open(folder, flag | os.O_RDWR, 0o666)  # the umask applies, as for any new file
+    except OSError:  # the file system cannot (NFS, some FUSE mounts): use a named temporary file
+        return None
+
+
+def _name_anonymous(f, name: Path) -> None:
+    """Give the unnamed file ``f`` the name ``name``; copy it there where linking is refused."""
+    folder = os.open(name.parent, os.O_RDONLY)
+    try:  # a dst_dir_fd makes os.link use linkat(AT_SYMLINK_FOLLOW), which /proc/self/fd/N needs
+        os.link(f"/proc/self/fd/{f.fileno()}", name.name, dst_dir_fd=folder, follow_symlinks=True)
+        return
+    except OSError:
+        pass
+    finally:
+        os.close(folder)
+    f.seek(0)
+    with open(name, "wb") as out:
+        shutil.copyfileobj(f, out, 1 << 20)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+@contextlib.contextmanager
+def atomic_file(dest: str | os.PathLike):
+    """Yield a binary file (``w+b``) that appears at ``dest`` only once complete, like
+    :func:`atomic_path`, for writers that take a file object and run long (streamed results).
+
+    On Linux the file has no name while it is written, so not even SIGKILL leaves it behind (only
+    the instant between naming it and renaming it over ``dest`` is not covered). Elsewhere it is a
+    hidden ``.NAME.*.tmp`` file, removed on any exception.
+    """
+    dest = Path(dest)
+    fd = _anonymous_file(dest.parent)
+    if fd is None:
+        with atomic_path(dest) as tmp, open(tmp, "w+b") as f:
+            yield f
+        return
+    with os.fdopen(fd, "w+b") as f:
+        f.raw.name = str(dest)  # writers (tifffile) want a str name, not the descriptor number
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+        name = dest.with_name(f".{dest.name}.{os.getpid()}-{fd}.tmp")
+        try:
+            name.unlink(missing_ok=True)
+            _name_anonymous(f, name)
+            os.replace(name, dest)
+        except BaseException:
+            name.unlink(missing_ok=True)
+            raise
     _fsync_dir(dest.parent)
 
 
@@ -255,6 +330,8 @@ def read_metadata(path: str | os.PathLike) -> dict:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise _fail(f"{meta_path.name} is not valid JSON ({err})") from None
+    except RecursionError:  # "[[[[..." a hundred thousand deep
+        raise _fail(f"{meta_path.name} is not a checkpoint's JSON (nested too deeply)") from None
     except OSError as err:
         raise _fail(f"cannot read {meta_path}: {err.strerror or err}") from None
     _validate_meta(meta, meta_path.name)
@@ -360,6 +437,23 @@ def _check_state_dict(tensors: dict, expected: dict, name: str) -> None:
         raise _fail(f"{name} does not match the architecture in its JSON: {'; '.join(problems)}")
 
 
+def _check_network_fits(meta: dict, meta_path: Path, weights_path: Path) -> None:
+    """Refuse a JSON whose network is bigger than its tensor file before allocating it: a config
+    that lies (width 100000) would otherwise take all memory before the shapes are compared."""
+    try:
+        with torch.device("meta"):  # shapes only: no memory
+            shapes = build_model(meta["architecture"], meta["config"]).state_dict()
+    except RuntimeError as err:  # sizes that overflow
+        raise ValueError(" ".join(str(err).split())[:200]) from None
+    values = sum(t.numel() for t in shapes.values())
+    size = weights_path.stat().st_size
+    if values > size:  # at least 2 bytes a value; smaller mismatches get the detailed shape check
+        raise _fail(
+            f"{meta_path.name} describes a network of {values:,} values, more than {weights_path.name} "
+            f"({size:,} bytes) can hold"
+        )
+
+
 def load_checkpoint(path: str | os.PathLike, device="cpu") -> tuple[nn.Module, dict]:
     """Build the network described by the JSON and load its tensors; ``(model in eval mode, meta)``.
 
@@ -381,6 +475,7 @@ def load_checkpoint(path: str | os.PathLike, device="cpu") -> tuple[nn.Module, d
             "from different saves or the tensor file is damaged"
         )
     try:
+        _check_network_fits(meta, meta_path, weights_path)
         model = build_model(meta["architecture"], meta["config"])
     except (TypeError, ValueError) as err:
         raise _fail(f"{meta_path.name}: cannot build the network ({err})") from None

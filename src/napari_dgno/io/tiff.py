@@ -15,11 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from .checkpoint import atomic_path
+from .checkpoint import atomic_file, atomic_path
 
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
 LAZY_BYTES = 1 << 30  # above this, read_image returns a dask array unless told otherwise
 _RGB = 2  # TIFF photometric interpretation RGB
+# How far a page's data can expand when decoded, by TIFF compression code, with margin: none,
+# LZW (~1300:1 at most), deflate (1032:1), PackBits (64:1). Other codecs are not checked.
+_MAX_EXPANSION = {1: 1, 5: 4096, 8: 2048, 32946: 2048, 32773: 128}
 
 
 @contextlib.contextmanager
@@ -40,9 +43,13 @@ def _one_line(text) -> str:
 
 def _check_file(path: Path) -> None:
     if not path.exists():
+        if path.is_symlink():
+            raise InputError(f"{path} is a broken symbolic link (its target is missing or loops)")
         raise InputError(f"no such file: {path}")
     if path.is_dir():
         raise InputError(f"{path} is a folder, not a TIFF file")
+    if not path.is_file():  # a named pipe or a device: opening it could wait forever
+        raise InputError(f"{path} is not a regular file")
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
@@ -64,6 +71,18 @@ def _check_complete(tif, path: Path) -> None:
             raise InputError(f"{path} is corrupt (page without image data)")
         if max(o + c for o, c in zip(offsets, counts, strict=True)) > size:
             raise InputError(f"{path} is truncated (image data runs past the end of the file)")
+        # A header that claims more pixels than its data can hold would be memory-mapped (and
+        # fail) or decoded into terabytes later: uncompressed data has a known size, and the common
+        # codecs a bounded expansion.
+        key = getattr(page, "keyframe", None) or page  # a TiffFrame shares its keyframe's tags
+        ratio = _MAX_EXPANSION.get(int(getattr(key, "compression", 1) or 1))
+        bits = key.imagewidth * key.imagelength * key.imagedepth * key.samplesperpixel
+        needed = -(-bits * key.bitspersample // 8)
+        if ratio and sum(counts) * ratio < needed:
+            raise InputError(
+                f"{path} is corrupt: its header claims {key.imagelength}x{key.imagewidth} pixels, "
+                f"more than its {sum(counts)} bytes of image data can hold"
+            )
 
 
 def _is_stack_of_shaped_series(tif) -> bool:
@@ -109,7 +128,7 @@ def _metadata(tif, series, page) -> dict:
 
 
 def read_image(path: str | os.PathLike, *, channel_axis: int | None = None, lazy: bool | None = None):
-    """Read the first image series of a TIFF / OME-TIFF: ``(array, info)``.
+    """Read the first image series of a TIFF / OME-TIFF, or level 0 of an OME-Zarr: ``(array, info)``.
 
     ``array`` is numpy, or a dask array when ``lazy`` is True (``None``: lazy above 1 GiB). ``info``
     holds ``dtype``, ``shape``, ``axes`` (tifffile letters from OME/ImageJ metadata, e.g. ``"ZYX"``),
@@ -120,8 +139,16 @@ def read_image(path: str | os.PathLike, *, channel_axis: int | None = None, lazy
     RGB(A) images with samples interleaved after X (shape ``(..., Y, X, 3|4)``) are refused unless
     ``channel_axis`` names the samples axis; that axis is then moved to the front, so Y, X stay last.
     Planar colour images (``(3, Y, X)``) already have Y, X last and are read as a stack of planes.
+
+    ``.zarr`` / ``.ome.zarr`` paths (and folders holding zarr metadata) are read with
+    :func:`napari_dgno.io.ome_zarr.read_zarr`: always lazily unless ``lazy`` is False. Lazy TIFFs
+    are read in row chunks (uncompressed data by positioned reads, compressed data by strip/tile).
     """
     path = Path(path)
+    from .ome_zarr import is_zarr_path, read_zarr
+
+    if is_zarr_path(path):
+        return read_zarr(path, channel_axis=channel_axis, lazy=lazy)
     _check_file(path)
     import tifffile
 
@@ -157,10 +184,7 @@ def read_image(path: str | os.PathLike, *, channel_axis: int | None = None, lazy
                 )
             use_lazy = series.nbytes > LAZY_BYTES if lazy is None else lazy
             if use_lazy:
-                import dask.array as da
-                import zarr
-
-                array = da.from_zarr(zarr.open(series.aszarr(), mode="r"))
+                array = _lazy_series(tif, series, path)
             else:
                 array = series.asarray()
         except InputError:
@@ -198,6 +222,30 @@ def is_ome_path(path: str | os.PathLike) -> bool:
     return name.endswith((".ome.tif", ".ome.tiff"))
 
 
+def _tiff_options(path: Path, metadata: dict | None, ndim: int, compression=None) -> tuple[dict, list[dict]]:
+    """tifffile keywords, then the metadata variants to try in turn (the first that fits wins)."""
+    metadata = dict(metadata or {})
+    axes = metadata.get("axes")
+    if axes is not None and len(axes) != ndim:
+        axes = None
+    kwargs: dict = {"photometric": "minisblack", "compression": compression}
+    if "resolution" in metadata:
+        kwargs["resolution"] = tuple(metadata["resolution"])
+        kwargs["resolutionunit"] = metadata.get("resolutionunit")
+    attempts = []
+    if is_ome_path(path):
+        meta = {"axes": axes} if axes else {}
+        meta.update(metadata.get("physical_size", {}))
+        attempts.append({"ome": True, "metadata": meta})
+        attempts.append({"ome": True, "metadata": {}})
+    else:
+        if metadata.get("format") == "imagej" and axes:
+            attempts.append({"imagej": True, "metadata": {"axes": axes, **metadata.get("imagej", {})}})
+        attempts.append({"ome": False, "metadata": {"axes": axes} if axes else {}})
+        attempts.append({"ome": False, "metadata": {}})
+    return kwargs, attempts
+
+
 def write_tiff_atomic(
     path: str | os.PathLike,
     array,
@@ -219,25 +267,7 @@ def write_tiff_atomic(
     if not path.parent.is_dir():
         raise InputError(f"output folder {path.parent} does not exist")
     data = np.asarray(array, dtype=np.float32)
-    metadata = dict(metadata or {})
-    axes = metadata.get("axes")
-    if axes is not None and len(axes) != data.ndim:
-        axes = None
-    kwargs: dict = {"photometric": "minisblack", "compression": compression}
-    if "resolution" in metadata:
-        kwargs["resolution"] = tuple(metadata["resolution"])
-        kwargs["resolutionunit"] = metadata.get("resolutionunit")
-    attempts = []
-    if is_ome_path(path):
-        meta = {"axes": axes} if axes else {}
-        meta.update(metadata.get("physical_size", {}))
-        attempts.append({"ome": True, "metadata": meta})
-        attempts.append({"ome": True, "metadata": {}})
-    else:
-        if metadata.get("format") == "imagej" and axes:
-            attempts.append({"imagej": True, "metadata": {"axes": axes, **metadata.get("imagej", {})}})
-        attempts.append({"ome": False, "metadata": {"axes": axes} if axes else {}})
-        attempts.append({"ome": False, "metadata": {}})
+    kwargs, attempts = _tiff_options(path, metadata, data.ndim, compression)
     with atomic_path(path) as tmp:
         for i, extra in enumerate(attempts):
             try:
@@ -248,3 +278,91 @@ def write_tiff_atomic(
                 if i == len(attempts) - 1:
                     raise
     return path
+
+
+class TiffRowWriter:
+    """Writes finished rows straight into a contiguous float32 TIFF (``write_rows``).
+
+    Why not ``tifffile.memmap``: pages written through a memory map stay in the process's resident
+    set until unmapped, so a 30 GB result would look like 30 GB of memory; positioned writes go
+    through the page cache instead and resident memory stays at one band.
+    """
+
+    def __init__(self, file, offset: int, shape: tuple[int, ...]):
+        self.file, self.offset = file, int(offset)
+        self.shape = tuple(int(s) for s in shape)
+        self.plane = self.shape[-2] * self.shape[-1] * 4
+
+    def write_rows(self, idx: tuple, y0: int, rows: np.ndarray) -> None:
+        rows = np.ascontiguousarray(rows, dtype="<f4")
+        if rows.shape[-1] != self.shape[-1] or y0 + len(rows) > self.shape[-2]:
+            raise ValueError(f"rows {y0}+{len(rows)} do not fit planes of shape {self.shape[-2:]}")
+        plane = int(np.ravel_multi_index(idx, self.shape[:-2])) if idx else 0
+        self.file.seek(self.offset + plane * self.plane + y0 * self.shape[-1] * 4)
+        self.file.write(memoryview(rows).cast("B"))
+
+
+@contextlib.contextmanager
+def tiff_writer(path: str | os.PathLike, shape: tuple[int, ...], metadata: dict | None = None):
+    """Create a float32 TIFF of ``shape`` at ``path`` atomically; yields a :class:`TiffRowWriter`.
+
+    The file is laid out like :func:`write_tiff_atomic`'s (same metadata rules, uncompressed,
+    contiguous), then filled row band by row band; it appears at ``path`` only once complete.
+    """
+    import tifffile
+
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise InputError(f"output folder {path.parent} does not exist")
+    shape = tuple(int(s) for s in shape)
+    kwargs, attempts = _tiff_options(path, metadata, len(shape))
+    with atomic_file(path) as f:  # unnamed while rows arrive: a killed run leaves no temporary file
+        for i, extra in enumerate(attempts):
+            try:
+                f.seek(0)
+                f.truncate()
+                offset, _ = tifffile.imwrite(
+                    f, shape=shape, dtype="float32", byteorder="<", returnoffset=True, **kwargs, **extra
+                )
+                break
+            except (ValueError, TypeError, KeyError):
+                if i == len(attempts) - 1:
+                    raise
+        yield TiffRowWriter(f, offset, shape)
+
+
+class ContiguousTiff:
+    """A lazily read, uncompressed, contiguous TIFF series (``shape``, ``dtype``, ``__getitem__``).
+
+    Why: tifffile's zarr view makes one chunk of a whole single-strip page, so reading a band
+    would decode the page; here every read maps just the bytes it needs, then unmaps them.
+    """
+
+    def __init__(self, path: Path, offset: int, shape: tuple[int, ...], dtype: np.dtype):
+        self.path, self.offset = path, int(offset)
+        self.shape, self.file_dtype = tuple(shape), np.dtype(dtype)
+        self.dtype = self.file_dtype.newbyteorder("=")
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key):
+        mm = np.memmap(self.path, dtype=self.file_dtype, mode="r", offset=self.offset, shape=self.shape)
+        out = np.array(mm[key], dtype=self.dtype)
+        del mm  # the last reference: unmapped now, so the pages leave the resident set
+        return out
+
+
+def _lazy_series(tif, series, path: Path):
+    """A dask array over the series: band-sized chunks for contiguous data, else tifffile's chunks."""
+    import dask.array as da
+
+    page, shape, dtype = series.keyframe, tuple(series.shape), series.dtype
+    contiguous = series.dataoffset is not None and int(getattr(page, "compression", 1) or 1) == 1
+    if contiguous and shape[-2:] == tuple(page.shape[-2:]) and dtype.kind in "uif":
+        source = ContiguousTiff(path, series.dataoffset, shape, dtype.newbyteorder(tif.byteorder))
+        rows = max(1, min(shape[-2], (4 << 20) // (shape[-1] * dtype.itemsize)))  # ~4 MB chunks
+        chunks = (1,) * (len(shape) - 2) + (rows, shape[-1])
+        meta = np.empty((0,) * len(shape), dtype)
+        return da.from_array(source, chunks=chunks, asarray=False, meta=meta)
+    import zarr
+
+    return da.from_zarr(zarr.open(series.aszarr(), mode="r"))

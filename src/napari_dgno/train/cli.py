@@ -3,10 +3,15 @@
 Ctrl-C (or SIGTERM) stops cleanly at the next step, after saving a checkpoint; running the same command
 again resumes from it. ``--install`` copies the exported model into the user model directory, where the
 napari widgets and ``dgno deblur --model NAME`` find it.
+
+Several GPUs: ``torchrun --nproc_per_node N -m napari_dgno.cli train --config ...`` trains
+data-parallel (``batch_size`` is the global batch, split over the N processes; see
+``train/distributed.py``). Rank 0 alone shows progress, writes the log, the checkpoints and the model.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import sys
@@ -17,7 +22,10 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "train",
         help="train or fine-tune a model from a config file",
-        description="Train (or fine-tune) a model as a YAML config in configs/ describes; resumable.",
+        description=(
+            "Train (or fine-tune) a model as a YAML config in configs/ describes; resumable. On several "
+            "GPUs: torchrun --nproc_per_node N -m napari_dgno.cli train --config FILE"
+        ),
     )
     p.add_argument("--config", required=True, type=Path, help="YAML training config (see configs/)")
     p.add_argument("--steps", type=int, help="override the number of steps")
@@ -51,6 +59,7 @@ def run(args) -> int:
     from ..errors import InputError
     from ..inference.engine import user_model_dir
     from .config import TrainConfig
+    from .distributed import rank_from_env
     from .engine import Callbacks, Trainer
 
     if not args.config.is_file():
@@ -60,8 +69,11 @@ def run(args) -> int:
     except (ValueError, TypeError) as exc:
         raise InputError(f"bad training config {args.config}: {exc}") from exc
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    log_file = open(cfg.run_dir / "train.log", "a", buffering=1)  # noqa: SIM115 - closed below
-    bar = None if args.quiet else tqdm(total=cfg.steps, unit="step", desc=cfg.name, file=sys.stderr)
+    main_rank = rank_from_env() == 0  # under torchrun, the other ranks train silently
+    log_path = cfg.run_dir / "train.log" if main_rank else os.devnull
+    log_file = open(log_path, "a", buffering=1)  # noqa: SIM115 - closed below
+    quiet = args.quiet or not main_rank
+    bar = None if quiet else tqdm(total=cfg.steps, unit="step", desc=cfg.name, file=sys.stderr)
     stop = {"requested": False}
 
     def request_stop(signum, frame):
@@ -86,12 +98,15 @@ def run(args) -> int:
     try:
         trainer = Trainer(cfg, callbacks=Callbacks(on_step, None, lambda: stop["requested"], on_log))
         stem = trainer.run(resume=not args.no_resume)
+        stopped = stop["requested"] or trainer.stopped
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
         if bar is not None:
             bar.close()
         log_file.close()
+    if not main_rank:
+        return 130 if stopped else 0
     print(
         f"dgno: model written to {stem}.safetensors (+ .json); log in {cfg.run_dir / 'train.log'}",
         file=sys.stderr,
@@ -102,4 +117,4 @@ def run(args) -> int:
         for suffix in (".safetensors", ".json"):
             shutil.copy2(f"{stem}{suffix}", target / f"{stem.name}{suffix}")
         print(f"dgno: installed as model {stem.name!r} in {target}", file=sys.stderr)
-    return 130 if stop["requested"] else 0
+    return 130 if stopped else 0

@@ -4,6 +4,7 @@ One ``Trainer`` serves `dgno train`, the fine-tuning dock and the benchmarks' ba
 through ``Callbacks`` (progress, validation, stop) and never holds a UI. A stopped or killed run keeps
 its last complete checkpoint; ``run(resume=True)`` continues from it with the same results as a run
 that never stopped (same seed, same batches, same optimiser, scheduler, EMA and RNG state).
+Under ``torchrun`` (``WORLD_SIZE`` > 1) the same loop runs data-parallel: see ``distributed.py``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ..metrics import mean_metrics
 from ..model import architecture_of, build_model, count_parameters, preset_config
 from ..model.config import NAFNetConfig
 from ..normalize import DEFAULT_HIGH, DEFAULT_LOW
+from . import distributed
 from . import state as ckpt
 from .config import TrainConfig
 from .losses import multiscale_l1_fft
@@ -92,19 +94,32 @@ def build_network(cfg: TrainConfig) -> tuple[torch.nn.Module, dict]:
 
 
 class Trainer:
+    """``source``: an object with ``make_batch`` / ``validation_pairs`` / ``describe``, a zero-argument
+    callable that builds one (called here, so in every torchrun process), or None for ``config.data``.
+
+    Under torchrun, rank 0 alone reports (``on_step``, ``on_validation``, ``on_log``) and writes
+    files; ``should_stop`` is asked on every rank and a stop on any rank stops them all.
+    """
+
     def __init__(self, config: TrainConfig, source=None, callbacks: Callbacks | None = None):
         from .sources import build_source  # data sources pull in the simulator; import lazily
 
         self.cfg = config
         self.callbacks = callbacks or Callbacks()
+        if source is not None and (isinstance(source, type) or not hasattr(source, "make_batch")):
+            source = source()  # a factory
         self.source = source if source is not None else build_source(config.data, config.patch, config.seed)
         self.device = resolve_device(config.device)
+        self.dist = distributed.Context.from_env(self.device)
+        self.device = self.dist.device
+        self.dist.check_batch(config.batch_size)
         self.run_dir = config.run_dir
         self.history: list[dict] = []
+        self.stopped = False  # True when should_stop ended the run early
 
     # -- helpers -------------------------------------------------------------------------------------
     def _log(self, message: str) -> None:
-        if self.callbacks.on_log:
+        if self.callbacks.on_log and self.dist.is_main:
             self.callbacks.on_log(message)
 
     def _meta(self, model, step: int, seconds: float, extra: dict) -> dict:
@@ -147,7 +162,11 @@ class Trainer:
     # -- the run -------------------------------------------------------------------------------------
     def run(self, resume: bool = True) -> Path:
         """Train to ``cfg.steps`` (or until stopped); returns the exported checkpoint's stem."""
-        cfg = self.cfg
+        with distributed.process_group(self.dist):
+            return self._run(resume)
+
+    def _run(self, resume: bool) -> Path:
+        cfg, main = self.cfg, self.dist.is_main
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
@@ -157,24 +176,32 @@ class Trainer:
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
         ema = EMA(model, cfg.ema_decay)
-        self.val_pairs = self.source.validation_pairs(cfg.val_size, cfg.val_patch, cfg.seed + 10_000)
+        # Only rank 0 validates: the other ranks need no validation set.
+        self.val_pairs = (
+            self.source.validation_pairs(cfg.val_size, cfg.val_patch, cfg.seed + 10_000) if main else []
+        )
         start, seconds = 0, 0.0
         if resume:
             start, seconds = self._resume(model, optimizer, scheduler, ema, rng)
+        self.dist.same(start, "the step to resume from")  # also a barrier: nobody prunes while others read
         if start == 0:
-            self.history = [{"step": 0, "val": {}, "input": mean_metrics(self.val_pairs)}]
+            self.history = [{"step": 0, "val": {}, "input": mean_metrics(self.val_pairs) if main else {}}]
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        ddp = self.dist.wrap(model)  # None for one process
         t0 = time.perf_counter() - seconds
         step = start
         self._log(f"{cfg.name}: steps {start}..{cfg.steps}, {count_parameters(model):,} parameters")
         while step < cfg.steps:
-            if self.callbacks.should_stop and self.callbacks.should_stop():
+            if self.dist.any(bool(self.callbacks.should_stop and self.callbacks.should_stop())):
                 self._log(f"stopped at step {step}")
+                self.stopped = True
                 break
+            # Every rank draws the same global batch and keeps its slice (see distributed.py).
             blurred, sharp = self.source.make_batch(cfg.batch_size, rng)
+            blurred, sharp = self.dist.shard(blurred), self.dist.shard(sharp)
             blurred, sharp = blurred.to(self.device), sharp.to(self.device)
             with autocast_context(self.device, cfg.amp):
-                outputs = model.forward_multiscale(blurred)
+                outputs = model.forward_multiscale(blurred) if ddp is None else ddp(blurred)
             loss = multiscale_l1_fft(outputs, sharp, cfg.fft_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -184,16 +211,18 @@ class Trainer:
             scheduler.step()
             ema.update(model, step)
             step += 1
-            if self.callbacks.on_step:
+            # Under DDP: the global batch's loss, averaged over ranks (a collective: every rank joins).
+            loss_value = self.dist.mean(loss.detach()) if self.dist.enabled else None
+            if self.callbacks.on_step and main:
                 info = StepInfo(
                     step,
                     cfg.steps,
-                    float(loss.detach()),
+                    float(loss.detach()) if loss_value is None else loss_value,
                     scheduler.get_last_lr()[0],
                     time.perf_counter() - t0,
                 )
                 self.callbacks.on_step(info)
-            if step % cfg.val_every == 0 or step == cfg.steps:
+            if (step % cfg.val_every == 0 or step == cfg.steps) and main:
                 self._validate_with_ema(model, ema, step)
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 self._save_state(model, optimizer, scheduler, ema, rng, step, time.perf_counter() - t0, extra)
@@ -212,6 +241,12 @@ class Trainer:
             self.callbacks.on_validation(step, metrics)
 
     def _save_state(self, model, optimizer, scheduler, ema, rng, step, seconds, extra) -> None:
+        """Rank 0 writes the checkpoint; every rank waits until it is complete."""
+        if self.dist.is_main:
+            self._write_state(model, optimizer, scheduler, ema, rng, step, seconds, extra)
+        self.dist.barrier()
+
+    def _write_state(self, model, optimizer, scheduler, ema, rng, step, seconds, extra) -> None:
         opt_tensors, opt_plain = ckpt.optimizer_tensors(optimizer)
         rng_tensors, rng_plain = ckpt.rng_state(rng)
 
@@ -230,29 +265,60 @@ class Trainer:
         ckpt.prune(self.run_dir)
 
     def _resume(self, model, optimizer, scheduler, ema, rng) -> tuple[int, float]:
+        if self.dist.is_main:
+            ckpt.remove_temporaries(self.run_dir)  # left by a run killed while writing
         for step, stem in ckpt.checkpoints(self.run_dir):
             try:
                 saved, meta = load_checkpoint(stem)
-                tensors = ckpt.load_state_tensors(stem)
+                tensors = ckpt.load_state_tensors(stem, meta)
             except CheckpointError as exc:
                 self._log(f"skipping damaged checkpoint {stem.name}: {exc}")
                 continue
-            model.load_state_dict(saved.state_dict())
-            resume = meta["resume"]
-            ckpt.restore_optimizer(optimizer, tensors["optim"], resume["optimizer"])
-            scheduler.load_state_dict(resume["scheduler"])
-            ckpt.restore_rng(rng, tensors["rng"], resume["rng"])
+            self._check_same_network(saved, model, stem)
+            try:
+                model.load_state_dict(saved.state_dict())
+                resume = meta["resume"]
+                ckpt.restore_optimizer(optimizer, tensors["optim"], resume["optimizer"])
+                scheduler.load_state_dict(resume["scheduler"])
+                ckpt.restore_rng(rng, tensors["rng"], resume["rng"])
+            except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+                # Usually the config changed under the same run name: a traceback would not say so.
+                reason = " ".join(str(exc).split())[:200]
+                raise CheckpointError(
+                    f"cannot resume from {stem}: it does not fit this training config ({reason}); "
+                    "start again with --no-resume or use another --name"
+                ) from None
             ema.shadow = {k: v.to(self.device) for k, v in tensors["ema"].items()}
             self.history = meta["training"]["history"]
             self._log(f"resumed from {stem.name}")
             return step, float(resume["seconds"])
         return 0, 0.0
 
+    @staticmethod
+    def _check_same_network(saved, model, stem: Path) -> None:
+        """The run's name is reused with another network: say so instead of a state_dict traceback."""
+        a, b = saved.state_dict(), model.state_dict()
+        if a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a):
+            return  # run-time options (element size, flux) may change: the weights fit
+        old, new = saved.config.to_dict(), model.config.to_dict()
+        changes = [
+            f"{k}: {old.get(k)} -> {new.get(k)}"
+            for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k)
+        ]
+        what = ", ".join(changes[:3]) or f"{architecture_of(saved)} -> {architecture_of(model)}"
+        raise CheckpointError(
+            f"cannot resume from {stem}: its network differs from this config's ({what}); "
+            "start again with --no-resume or use another --name"
+        )
+
     def export(self, model, ema, step: int, seconds: float, extra: dict) -> Path:
         """Write the EMA weights as the run's model: ``runs/NAME/NAME.safetensors`` + JSON."""
-        live = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        ema.copy_to(model)
         stem = self.run_dir / self.cfg.name
-        save_checkpoint(stem, model, self._meta(model, step, seconds, extra))
-        model.load_state_dict(live)
+        if self.dist.is_main:
+            live = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            ema.copy_to(model)
+            save_checkpoint(stem, model, self._meta(model, step, seconds, extra))
+            model.load_state_dict(live)
+        self.dist.barrier()
         return stem

@@ -7,6 +7,7 @@ newest is damaged, resuming falls back to the one before it.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
-from ..io.checkpoint import load_extra_tensors
+from ..io.checkpoint import load_extra_tensors, state_path
 
 KEEP = 2
 _STEP_FILE = re.compile(r"^step-(\d{6,})\.json$")
@@ -68,13 +69,36 @@ def stem_for(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / f"step-{step:06d}"
 
 
-def load_state_tensors(stem: Path) -> dict:
-    """The training-state groups (optim, ema, rng) saved beside a checkpoint's weights."""
+def load_state_tensors(stem: Path, meta: dict | None = None) -> dict:
+    """The training-state groups (optim, ema, rng) saved beside a checkpoint's weights.
+
+    With the checkpoint's ``meta``, the state file must also match the SHA-256 its JSON records: a
+    run killed while rewriting a step's files must not pair new optimiser state with old weights.
+    """
+    info = (meta or {}).get("state")
+    recorded = info.get("sha256") if isinstance(info, dict) else None
+    if recorded:
+        spath = state_path(stem)
+        digest = hashlib.sha256()
+        try:
+            with open(spath, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+        except OSError as err:
+            raise CheckpointError(f"cannot read {spath.name}: {err.strerror or err}") from None
+        if digest.hexdigest() != recorded:
+            raise CheckpointError(f"{spath.name} does not match {stem.name}.json (SHA-256 differs)")
     groups = load_extra_tensors(stem)
     missing = {"optim", "ema", "rng"} - set(groups)
     if missing:
         raise CheckpointError(f"{stem.name} has no training state ({', '.join(sorted(missing))} missing)")
     return groups
+
+
+def remove_temporaries(run_dir: Path) -> None:
+    """Delete ``.NAME.*.tmp`` files that a run killed mid-write left (atomic writes use them)."""
+    for path in Path(run_dir).glob(".*.tmp"):
+        path.unlink(missing_ok=True)
 
 
 def prune(run_dir: Path, keep: int = KEEP) -> None:

@@ -1,0 +1,353 @@
+"""Deblur many files: one file end to end (:func:`deblur_file`), and a plate on a dask cluster
+(:func:`deblur_files`, behind ``dgno deblur "plate/*.tif" -o OUTDIR``).
+
+Why a cluster: a plate is hundreds of independent images, so the work spreads over worker
+processes (a local cluster bound to 127.0.0.1, or any ``dask.distributed`` scheduler whose workers
+see the same files). Each worker loads the model once and keeps it; each output is written
+atomically by the worker that made it, followed by a ``NAME.tif.done`` JSON sidecar. A re-run skips
+outputs whose sidecar matches (same input file, model and options); a damaged file is reported and
+the rest go on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CheckpointError, DGNOError, InputError
+
+STREAM_BYTES = 128 << 20  # float32 results above this are streamed to disk row band by row band
+DONE_SUFFIX = ".done"
+IMAGE_SUFFIXES = (".tif", ".tiff")
+GLOB_CHARS = "*?["
+
+# ---------------------------------------------------------------------------------------------------
+# One file
+
+
+def result_nbytes(shape) -> int:
+    return int(np.prod(shape, dtype=np.int64)) * 4
+
+
+def deblur_file(src, dst, model, *, stream: bool | None = None, progress=None, **options) -> dict:
+    """Read ``src`` (TIFF / OME-Zarr), deblur it, write ``dst`` (TIFF / OME-Zarr) atomically.
+
+    ``stream``: None streams when the float32 result is over 128 MiB or ``dst`` is a Zarr (memory
+    then stays one band of tiles); True / False force it. ``options`` go to :func:`deblur`.
+    Returns the engine's ``info`` dict plus ``shape`` and ``streamed``.
+    """
+    from .inference.engine import deblur, deblur_to
+    from .io import output_format, read_image, write_image_atomic
+
+    image, meta = read_image(src, lazy=True)
+    if stream is None:
+        stream = output_format(dst) == "zarr" or result_nbytes(image.shape) > STREAM_BYTES
+    info: dict = {}
+    if stream:
+        deblur_to(image, dst, model, metadata=meta, progress=progress, info=info, **options)
+    else:
+        image, meta = read_image(src)  # small: whole file in memory, read eagerly
+        restored = deblur(image, model, progress=progress, info=info, **options)
+        write_image_atomic(dst, restored, metadata=meta)
+    info.update(shape=tuple(int(s) for s in image.shape), streamed=bool(stream))
+    return info
+
+
+# ---------------------------------------------------------------------------------------------------
+# Which files, where to
+
+
+def is_batch(inputs: list[str]) -> bool:
+    """Several inputs, a folder (not a Zarr store) or a glob pattern make a batch."""
+    from .io import is_zarr_path
+
+    if len(inputs) != 1:
+        return True
+    text = str(inputs[0])
+    path = Path(text)
+    if path.is_dir() and not is_zarr_path(path):
+        return True
+    return not path.exists() and any(c in text for c in GLOB_CHARS)
+
+
+def expand_inputs(inputs: Iterable[str]) -> list[Path]:
+    """Files named, matched by glob patterns (``**`` too) or found in folders (TIFFs and Zarrs)."""
+    from .io import is_zarr_path
+
+    found: list[Path] = []
+    for text in inputs:
+        path = Path(str(text))
+        if path.is_dir() and not is_zarr_path(path):
+            found += sorted(
+                p for p in path.iterdir() if p.name.lower().endswith(IMAGE_SUFFIXES) or is_zarr_path(p)
+            )
+        elif path.exists():
+            found.append(path)
+        elif any(c in str(text) for c in GLOB_CHARS):
+            matches = sorted(Path(p) for p in glob.glob(str(text), recursive=True))
+            if not matches:
+                raise InputError(f"no files match {text}")
+            found += matches
+        else:
+            raise InputError(f"no such file: {path}")
+    found = [p for p in found if not p.name.startswith(".")]  # temporary files of running writes
+    if not found:
+        raise InputError("no input images found")
+    return list(dict.fromkeys(found))
+
+
+def output_name(src: Path) -> str:
+    """``a.tif`` -> ``a.tif``, ``a.ome.tif`` -> ``a.ome.tif``, ``a.ome.zarr`` -> ``a.ome.tif``."""
+    name = src.name
+    lower = name.lower()
+    if lower.endswith(IMAGE_SUFFIXES):
+        return name
+    for suffix in (".ome.zarr", ".zarr"):
+        if lower.endswith(suffix):
+            return name[: -len(suffix)] + (".ome.tif" if suffix == ".ome.zarr" else ".tif")
+    return Path(name).stem + ".tif"
+
+
+def plan_outputs(sources: list[Path], out_dir: Path) -> list[tuple[Path, Path]]:
+    """``(input, output)`` pairs; two inputs may not write the same output."""
+    pairs, seen = [], {}
+    for src in sources:
+        dst = out_dir / output_name(src)
+        if dst.resolve() == src.resolve():
+            raise InputError(f"refusing to overwrite the input {src}; choose another output folder")
+        if dst in seen:
+            raise InputError(f"{seen[dst]} and {src} would both be written to {dst}; rename one")
+        seen[dst] = src
+        pairs.append((src, dst))
+    return pairs
+
+
+# ---------------------------------------------------------------------------------------------------
+# Done sidecars: how a re-run knows an output is complete
+
+
+def done_path(dst: Path) -> Path:
+    return dst.with_name(dst.name + DONE_SUFFIX)
+
+
+def _fingerprint(path: Path) -> dict:
+    stat = path.stat()
+    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def job_key(src: Path, model_path: str, options: dict) -> dict:
+    """What must match for an existing output to count as this job's result."""
+    options = {k: v for k, v in options.items() if k != "threads"}  # threads change speed, not values
+    return {"input": _fingerprint(src), "model": _fingerprint(Path(model_path)), "options": options}
+
+
+def is_complete(src: Path, dst: Path, key: dict) -> bool:
+    """The output exists, has the size recorded in its sidecar, and was made from this job."""
+    sidecar = done_path(dst)
+    try:
+        record = json.loads(sidecar.read_text(encoding="utf-8"))
+        return (
+            dst.is_file()
+            and record.get("output_size") == dst.stat().st_size
+            and record.get("key") == json.loads(json.dumps(key))
+        )
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _write_done(dst: Path, key: dict, info: dict) -> None:
+    from .io import atomic_path
+
+    record = {
+        "key": key,
+        "output": str(dst),
+        "output_size": dst.stat().st_size,
+        "shape": list(info.get("shape", ())),
+        "seconds": info.get("seconds"),
+        "device": info.get("device"),
+        "streamed": info.get("streamed"),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    with atomic_path(done_path(dst)) as tmp:
+        Path(tmp).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The worker side
+
+_WORKER_MODELS: dict = {}  # (checkpoint, device) -> DeblurModel, one load per worker process
+MODEL_LOADS = {"count": 0}
+
+
+def _worker_model(model_path: str, device: str):
+    key = (model_path, device)
+    if key not in _WORKER_MODELS:
+        from .inference.engine import load_model
+
+        _WORKER_MODELS[key] = load_model(model_path, device=device)
+        MODEL_LOADS["count"] += 1
+    return _WORKER_MODELS[key]
+
+
+def _one_line(text) -> str:
+    return " ".join(str(text).split())
+
+
+def process_file(
+    src: str, dst: str, model_path: str, device: str, options: dict, stream: bool | None
+) -> dict:
+    """Run on a worker: deblur one file, write it and its sidecar. Never raises for a bad file."""
+    started = time.perf_counter()
+    src_p, dst_p = Path(src), Path(dst)
+    result = {"input": src, "output": dst, "pid": os.getpid()}
+    try:
+        model = _worker_model(model_path, device)
+        info = deblur_file(src_p, dst_p, model, stream=stream, **options)
+        info["seconds"] = time.perf_counter() - started
+        _write_done(dst_p, job_key(src_p, model_path, options), info)
+        result.update(status="done", seconds=info["seconds"], shape=list(info["shape"]))
+    except DGNOError as err:
+        result.update(status="failed", error=_one_line(err))
+    except MemoryError:
+        result.update(status="failed", error="out of memory; try a smaller --tile or fewer --workers")
+    except Exception as err:  # anything else is still one file's failure, not the plate's
+        result.update(status="failed", error=f"{type(err).__name__}: {_one_line(err)}")
+    result["model_loads"] = MODEL_LOADS["count"]
+    result["peak_rss_mb"] = _peak_rss_mb()
+    return result
+
+
+def _peak_rss_mb() -> float | None:
+    """The worker's peak resident memory so far (for ``dgno bench --scale``)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
+
+
+# ---------------------------------------------------------------------------------------------------
+# The client side
+
+
+@contextlib.contextmanager
+def _client(scheduler: str | None, workers: int):
+    """A client of ``scheduler``, or of a local cluster on 127.0.0.1 (no other address is bound)."""
+    from distributed import Client, LocalCluster
+
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+    if scheduler:
+        with Client(scheduler, timeout="30s") as client:
+            yield client
+        return
+    with (
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def default_workers(files: int) -> int:
+    return max(1, min(files, (os.cpu_count() or 2) // 2))
+
+
+def deblur_files(
+    inputs: Iterable[str],
+    out_dir,
+    model=None,
+    *,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    threads: int | None = None,
+    device: str = "auto",
+    element_size: int | None = None,
+    flux: str | None = None,
+    tile="auto",
+    overlap="auto",
+    stream: bool | None = None,
+    force: bool = False,
+    on_result: Callable[[dict], None] | None = None,
+    client=None,
+) -> list[dict]:
+    """Deblur every input file into ``out_dir`` on a dask cluster; one result dict per file.
+
+    inputs: files, folders or glob patterns (``"plate/*.tif"``). Each ``x.tif`` becomes
+        ``out_dir/x.tif`` (Zarr inputs become ``.tif``). out_dir is created if needed.
+    scheduler: a ``dask.distributed`` address; None starts a local cluster of ``workers`` processes
+        (default: half the cores) on 127.0.0.1. ``client``: an existing client instead of either.
+    threads: torch threads per worker (default: cores / workers on a local cluster).
+    force: redo files whose output is already complete (otherwise they are ``"skipped"``).
+    on_result: called with each result as it arrives (``status`` is done, skipped or failed, with
+        ``error`` for failures). A failed file never stops the others.
+    """
+    from .inference.engine import locate_model
+    from .io.checkpoint import checkpoint_paths, read_metadata
+
+    out_dir = Path(out_dir)
+    if out_dir.name.lower().endswith((".tif", ".tiff", ".zarr")):
+        raise InputError(f"with several inputs, -o must be a folder, not {out_dir}")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"output {out_dir} is a file; with several inputs -o must be a folder")
+    pairs = plan_outputs(expand_inputs(inputs), out_dir)
+    model_path = str(checkpoint_paths(locate_model(model))[0].resolve())
+    read_metadata(checkpoint_paths(model_path)[1])  # a bad --model fails once, here, not per file
+    if not Path(model_path).is_file():
+        raise CheckpointError(f"checkpoint weights {model_path} are missing")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    options = {"element_size": element_size, "flux": flux, "tile": tile, "overlap": overlap}
+
+    results: list[dict] = []
+
+    def report(result: dict) -> None:
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+
+    todo = []
+    for src, dst in pairs:
+        if not force and is_complete(src, dst, job_key(src, model_path, options)):
+            report({"input": str(src), "output": str(dst), "status": "skipped"})
+        else:
+            todo.append((src, dst))
+    if not todo:
+        return results
+    n_workers = workers or default_workers(len(todo))
+    if threads is None and scheduler is None and client is None:
+        threads = max(1, (os.cpu_count() or 1) // n_workers)
+    run_options = {**options, "threads": threads}
+    context = contextlib.nullcontext(client) if client is not None else _client(scheduler, n_workers)
+    from distributed import as_completed
+
+    with context as active:
+        futures = {
+            active.submit(
+                process_file, str(src), str(dst), model_path, device, run_options, stream, pure=False
+            ): (src, dst)
+            for src, dst in todo
+        }
+        for future in as_completed(futures):
+            src, dst = futures[future]
+            try:
+                result = future.result()
+            except Exception as err:  # the worker died (killed, out of memory ...)
+                result = {"input": str(src), "output": str(dst), "status": "failed"}
+                result["error"] = f"worker lost: {type(err).__name__}: {_one_line(err)}"
+            report(result)
+    return results

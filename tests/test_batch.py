@@ -1,0 +1,137 @@
+"""A plate on a dask cluster (2 worker processes on 127.0.0.1): same results as one process, one
+line per failed file, re-runs skip finished outputs, the model loads once per worker."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_dgno import batch
+from napari_dgno.cli import main
+from napari_dgno.errors import InputError
+from napari_dgno.inference import deblur, load_model
+from napari_dgno.io import save_checkpoint
+from napari_dgno.model import build_model, preset_config
+
+WELLS = 4
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    base = tmp_path_factory.mktemp("ckpt") / "tiny"
+    save_checkpoint(base, build_model("dgno", preset_config("tiny")), {"preset": "tiny"})
+    return base.with_suffix(".safetensors")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """The same local cluster ``dgno deblur --workers 2`` starts, shared by the tests."""
+    with batch._client(None, 2) as client:
+        client.wait_for_workers(2)
+        yield client
+
+
+@pytest.fixture
+def plate(tmp_path):
+    folder = tmp_path / "plate"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    images = {}
+    for i in range(WELLS):
+        images[f"w{i}.tif"] = (rng.random((72, 88 + 8 * i)) * 4000).astype(np.uint16)
+        tifffile.imwrite(folder / f"w{i}.tif", images[f"w{i}.tif"], compression="lzw")
+    good = (folder / "w0.tif").read_bytes()
+    (folder / "broken.tif").write_bytes(good[: len(good) // 2])  # a truncated download
+    return folder, images
+
+
+def test_cluster_is_local_only(cluster):
+    addresses = [cluster.scheduler.address, *cluster.scheduler_info()["workers"]]
+    assert len(addresses) == 3 and all(a.startswith("tcp://127.0.0.1:") for a in addresses)
+
+
+def test_plate_matches_single_process_and_reports_failures(tmp_path, plate, checkpoint, cluster):
+    folder, images = plate
+    out = tmp_path / "out"
+    seen = []
+    results = batch.deblur_files(
+        [str(folder / "*.tif")], out, checkpoint, client=cluster, threads=1, on_result=seen.append
+    )
+    assert seen == results and len(results) == WELLS + 1
+    status = {os.path.basename(r["input"]): r for r in results}
+    assert status["broken.tif"]["status"] == "failed" and "truncated" in status["broken.tif"]["error"]
+    model = load_model(checkpoint, device="cpu")
+    torch.set_num_threads(1)
+    for name, image in images.items():
+        assert status[name]["status"] == "done"
+        np.testing.assert_array_equal(tifffile.imread(out / name), deblur(image, model, threads=1))
+        assert json.loads((out / (name + ".done")).read_text())["output_size"] == (out / name).stat().st_size
+    loads = {}
+    for r in results:
+        loads[r["pid"]] = max(loads.get(r["pid"], 0), r["model_loads"])
+    assert set(loads.values()) == {1}  # each worker loaded the model once, whatever it ran
+    assert not (out / "broken.tif").exists() and not list(out.glob(".*"))
+
+    # a re-run skips what is complete, redoes what is not, and retries the failure
+    before = {n: (out / n).stat().st_mtime_ns for n in images}
+    (out / "w1.tif.done").unlink()  # as if interrupted between the image and its sidecar
+    (out / "w2.tif").write_bytes(b"II*\x00 half")  # a damaged output: size no longer matches
+    again = {
+        os.path.basename(r["input"]): r["status"]
+        for r in batch.deblur_files([str(folder)], out, checkpoint, client=cluster, threads=1)
+    }
+    assert again == {
+        "w0.tif": "skipped",
+        "w3.tif": "skipped",
+        "w1.tif": "done",
+        "w2.tif": "done",
+        "broken.tif": "failed",
+    }
+    assert (out / "w0.tif").stat().st_mtime_ns == before["w0.tif"]
+    np.testing.assert_array_equal(tifffile.imread(out / "w2.tif"), deblur(images["w2.tif"], model, threads=1))
+
+    # changed options or a changed input mean a different job: redone
+    redo = batch.deblur_files(
+        [str(folder / "w0.tif"), str(folder / "w3.tif")], out, checkpoint, client=cluster, threads=1, tile=64
+    )
+    assert [r["status"] for r in redo] == ["done", "done"]
+
+
+def test_cli_plate_exit_status_and_one_line_per_failure(tmp_path, plate, checkpoint, cluster, capsys):
+    folder, _ = plate
+    out = tmp_path / "out"
+    argv = ["deblur", str(folder / "*.tif"), "-o", str(out), "--model", str(checkpoint), "--threads", "1",
+            "--scheduler", cluster.scheduler.address, "-q"]  # fmt: skip
+    assert main(argv) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    failed = [line for line in lines if line.startswith("dgno: failed: ")]
+    assert len(failed) == 1 and "broken.tif" in failed[0]
+    assert "4 written, 0 skipped" in lines[-1] and "1 failed" in lines[-1]
+    assert sorted(p.name for p in out.glob("*.tif")) == [f"w{i}.tif" for i in range(WELLS)]
+    (folder / "broken.tif").unlink()
+    assert main(argv) == 0  # everything complete: nothing to do, success
+    assert capsys.readouterr().err == ""
+
+
+def test_inputs_outputs_and_refusals(tmp_path, checkpoint):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for d in ("a", "b"):
+        tifffile.imwrite(tmp_path / d / "x.tif", np.zeros((16, 16), np.uint16))
+    assert batch.is_batch([str(tmp_path / "a" / "*.tif")]) and batch.is_batch([str(tmp_path / "a")])
+    assert not batch.is_batch([str(tmp_path / "a" / "x.tif")])
+    assert batch.output_name(tmp_path / "s.ome.zarr") == "s.ome.tif"
+    assert batch.output_name(tmp_path / "s.ome.tiff") == "s.ome.tiff"
+    with pytest.raises(InputError, match="both be written"):
+        batch.deblur_files([str(tmp_path / "*" / "x.tif")], tmp_path / "out", checkpoint)
+    with pytest.raises(InputError, match="no files match"):
+        batch.deblur_files([str(tmp_path / "*.nd2")], tmp_path / "out", checkpoint)
+    with pytest.raises(InputError, match="overwrite the input"):
+        batch.deblur_files([str(tmp_path / "a")], tmp_path / "a", checkpoint)
+    with pytest.raises(InputError, match="folder"):
+        batch.deblur_files([str(tmp_path / "a")], tmp_path / "out.tif", checkpoint)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.tif").exists()
