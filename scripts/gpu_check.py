@@ -6,13 +6,12 @@ Run there with PYTHONPATH=src. Prints one line per check; exits non-zero if a ch
 import time
 
 import numpy as np
+import tifffile
 import torch
 
 from napari_dgno import deblur, load_model
 from napari_dgno.inference.devices import available_devices, resolve_device
 from napari_dgno.metrics import psnr_ssim
-import tifffile
-
 from napari_dgno.samples import BLURRED, SAMPLE_DIR, SHARP
 
 print("devices:", available_devices())
@@ -25,9 +24,12 @@ gpu_model = load_model(device="cuda")
 gpu = deblur(blurred, gpu_model, device="cuda")  # bf16 autocast
 fp32 = deblur(blurred, gpu_model, device="cuda", mixed_precision=False)
 rng = float(sharp.max() - sharp.min())
-print(f"max |cuda fp32 - cpu| = {np.abs(fp32 - cpu).max() / rng:.2e} of range; "
-      f"bf16 vs cpu {np.abs(gpu - cpu).max() / rng:.2e}")
-print("PSNR cpu %.2f  cuda-bf16 %.2f  cuda-fp32 %.2f" % tuple(psnr_ssim(x, sharp)[0] for x in (cpu, gpu, fp32)))
+print(
+    f"max |cuda fp32 - cpu| = {np.abs(fp32 - cpu).max() / rng:.2e} of range; "
+    f"bf16 vs cpu {np.abs(gpu - cpu).max() / rng:.2e}"
+)
+p_cpu, p_bf16, p_fp32 = (psnr_ssim(x, sharp)[0] for x in (cpu, gpu, fp32))
+print(f"PSNR cpu {p_cpu:.2f}  cuda-bf16 {p_bf16:.2f}  cuda-fp32 {p_fp32:.2f}")
 big = np.tile(blurred, (16, 16))  # 4096 x 4096
 torch.cuda.synchronize()
 t = time.perf_counter()

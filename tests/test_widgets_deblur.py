@@ -37,6 +37,16 @@ def tiny_model(tmp_path, monkeypatch):
 
 
 @pytest.fixture
+def no_shipped_models(tmp_path, monkeypatch):
+    """Hide the shipped weights, so only the test's own models are listed."""
+    from napari_dgno.inference import engine
+
+    empty = tmp_path / "no-shipped"
+    empty.mkdir()
+    monkeypatch.setattr(engine, "shipped_model_dir", lambda: empty)
+
+
+@pytest.fixture
 def notifications(monkeypatch):
     """Messages shown with napari's show_* helpers (what the user sees instead of a traceback)."""
     from napari.utils import notifications as nt
@@ -231,7 +241,9 @@ def test_deblur_layer_function_returns_layer_data_tuple(make_napari_viewer, tiny
     assert kwargs["metadata"]["napari_dgno"]["element_size"] == 16
 
 
-def test_filter_menu_command_runs_in_background(make_napari_viewer, qtbot, tiny_model, notifications):
+def test_filter_menu_command_runs_in_background(
+    make_napari_viewer, qtbot, tiny_model, notifications, no_shipped_models
+):
     from napari._app_model import get_app_model
 
     viewer = make_napari_viewer()
@@ -252,7 +264,7 @@ def test_filter_menu_command_runs_in_background(make_napari_viewer, qtbot, tiny_
 
 
 def test_model_choices_checkpoint_file_and_trained_combos(
-    make_napari_viewer, tiny_model, tmp_path, monkeypatch, notifications
+    make_napari_viewer, tiny_model, tmp_path, monkeypatch, notifications, no_shipped_models
 ):
     from qtpy.QtWidgets import QFileDialog
 

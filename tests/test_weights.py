@@ -1,0 +1,49 @@
+"""The shipped models: listed, loadable, trained by our recipe, and they actually deblur the sample."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from napari_dgno.inference import deblur, list_models, load_model
+from napari_dgno.inference.engine import default_model_name, shipped_model_dir
+from napari_dgno.metrics import psnr_ssim
+from napari_dgno.samples import load_defocused_nuclei
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = ["dgno-small-face", "dgno-small-p0dg", "dgno-small-none"]
+
+
+def test_shipped_models_are_listed_with_the_face_default():
+    names = [m["name"] for m in list_models() if m["source"] == "shipped"]
+    assert names[: len(SHIPPED)] == SHIPPED or sorted(names) == sorted(SHIPPED)
+    assert default_model_name() == "dgno-small-face"
+    assert default_model_name(flux="p0dg") == "dgno-small-p0dg"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_each_shipped_model_records_the_recipe_it_was_trained_by(name):
+    meta = json.loads((shipped_model_dir() / f"{name}.json").read_text())
+    recipe = yaml.safe_load((REPO / "configs" / f"{name}.yaml").read_text())
+    training = meta["training"]
+    assert training["config"]["name"] == recipe["name"]
+    for key in ("steps", "batch_size", "patch", "lr", "seed"):
+        assert training["config"][key] == recipe[key], key
+    assert training["config"]["model"] == recipe["model"]
+    assert training["steps"] == recipe["steps"]
+    assert training["data"]["source"] == "synthetic"
+    assert meta["flux"] == recipe["model"]["flux"]
+    assert meta["metrics"]["psnr"] > training["history"][0]["input"]["psnr"] + 2.0
+    assert (shipped_model_dir() / f"{name}.train.log").is_file()
+
+
+def test_default_model_deblurs_the_sample():
+    torch.set_num_threads(1)
+    sample = load_defocused_nuclei()
+    restored = deblur(sample["blurred"], load_model(device="cpu"), device="cpu")
+    truth = sample["sharp"].astype(np.float32)
+    gain = psnr_ssim(restored, truth)[0] - psnr_ssim(sample["blurred"], truth)[0]
+    assert gain > 1.0
