@@ -27,22 +27,7 @@ from napari_dgno.inference import (
 )
 from napari_dgno.inference.tiling import Blender, auto_overlap, auto_tile, halve_tile
 from napari_dgno.io import save_checkpoint
-from napari_dgno.model import NAFNetConfig, build_model, preset_config
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The test machines are small and shared: one torch thread avoids oversubscription."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    torch.manual_seed(0)
-    return build_model("dgno", preset_config("tiny"))
+from napari_dgno.model import NAFNetConfig, build_model
 
 
 class Identity(nn.Module):

@@ -21,20 +21,6 @@ from napari_dgno.model import build_model, preset_config
 from napari_dgno.normalize import fit_normalization
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    torch.manual_seed(0)
-    return build_model("dgno", preset_config("tiny"))
-
-
 class TileMean(nn.Module):
     """Adds each tile's own mean: any difference in tiling or blending shows up in the output."""
 

@@ -7,23 +7,7 @@ from scipy import ndimage
 
 from napari_dgno import overlays as ov
 from napari_dgno.errors import Cancelled, InputError
-from napari_dgno.model import build_model, preset_config
 from napari_dgno.physics.psf import Optics, defocus_psf
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """On a busy 2-core machine, 2 OpenMP threads spin against each other (measured 50x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    torch.manual_seed(0)
-    return build_model("dgno", preset_config("tiny")).eval()
 
 
 class LinearConvNet(torch.nn.Module):

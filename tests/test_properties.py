@@ -2,31 +2,14 @@
 InputError or returns a finite float32 array of the input's shape. Never any other exception."""
 
 import numpy as np
-import pytest
-import torch
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from napari_dgno.errors import InputError
 from napari_dgno.inference import deblur
-from napari_dgno.model import build_model, preset_config
 
 DTYPES = ["uint8", "uint16", "int16", "int32", "float16", "float32", "float64", "bool", "complex64", "object"]
 RECIPES = ["random", "constant", "huge", "tiny", "negative", "spikes", "extremes", "outlier"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    torch.manual_seed(0)
-    return build_model("dgno", preset_config("tiny")).eval()
 
 
 def _limits(dtype: np.dtype) -> tuple[float, float]:

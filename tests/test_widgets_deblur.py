@@ -16,47 +16,6 @@ pytestmark = pytest.mark.qt
 TIMEOUT_MS = 60_000
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """On a busy 2-core machine, 2 OpenMP threads spin against each other (measured 50x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def tiny_model(tmp_path, monkeypatch):
-    """A random-init tiny DGNO saved as a *user* model (found by list_models via the env var)."""
-    folder = tmp_path / "models"
-    torch.manual_seed(0)
-    net = build_model("dgno", preset_config("tiny"))
-    save_checkpoint(folder / "tiny-test", net, meta={"name": "tiny-test", "preset": "tiny"})
-    monkeypatch.setenv("NAPARI_DGNO_MODEL_DIR", str(folder))
-    return "tiny-test"
-
-
-@pytest.fixture
-def no_shipped_models(tmp_path, monkeypatch):
-    """Hide the shipped weights, so only the test's own models are listed."""
-    from napari_dgno.inference import engine
-
-    empty = tmp_path / "no-shipped"
-    empty.mkdir()
-    monkeypatch.setattr(engine, "shipped_model_dir", lambda: empty)
-
-
-@pytest.fixture
-def notifications(monkeypatch):
-    """Messages shown with napari's show_* helpers (what the user sees instead of a traceback)."""
-    from napari.utils import notifications as nt
-
-    seen = []
-    for level in ("info", "warning", "error"):
-        monkeypatch.setattr(nt, f"show_{level}", lambda msg, _lvl=level: seen.append((_lvl, msg)))
-    return seen
-
-
 def make_widget(viewer, model_name):
     from napari_dgno.widgets import DeblurWidget
 

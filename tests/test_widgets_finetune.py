@@ -6,45 +6,9 @@ import re
 import numpy as np
 import pytest
 import tifffile
-import torch
-
-from napari_dgno.io.checkpoint import save_checkpoint
-from napari_dgno.model import build_model, preset_config
 
 pytestmark = pytest.mark.qt
 TIMEOUT_MS = 60_000
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """On a busy 2-core machine, 2 OpenMP threads spin against each other (measured 50x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def tiny_model(tmp_path, monkeypatch):
-    """A random-init tiny DGNO saved as a user model; runs go to ``tmp_path/runs`` (beside it)."""
-    folder = tmp_path / "models"
-    torch.manual_seed(0)
-    save_checkpoint(
-        folder / "tiny-test", build_model("dgno", preset_config("tiny")), meta={"name": "tiny-test"}
-    )
-    monkeypatch.setenv("NAPARI_DGNO_MODEL_DIR", str(folder))
-    monkeypatch.delenv("NAPARI_DGNO_RUNS_DIR", raising=False)
-    return "tiny-test"
-
-
-@pytest.fixture
-def notifications(monkeypatch):
-    from napari.utils import notifications as nt
-
-    seen = []
-    for level in ("info", "warning", "error"):
-        monkeypatch.setattr(nt, f"show_{level}", lambda msg, _lvl=level: seen.append((_lvl, msg)))
-    return seen
 
 
 def make_widget(viewer, steps=3):

@@ -7,31 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from napari_dgno.io.checkpoint import save_checkpoint
 from napari_dgno.model import build_model, preset_config
 
 pytestmark = pytest.mark.qt
 TIMEOUT_MS = 90_000
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """On a busy 2-core machine, 2 OpenMP threads spin against each other (measured 50x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def tiny_model(tmp_path, monkeypatch):
-    """A random-init tiny DGNO saved as a *user* model (found by list_models via the env var)."""
-    folder = tmp_path / "models"
-    torch.manual_seed(0)
-    net = build_model("dgno", preset_config("tiny"))
-    save_checkpoint(folder / "tiny-test", net, meta={"name": "tiny-test", "preset": "tiny"})
-    monkeypatch.setenv("NAPARI_DGNO_MODEL_DIR", str(folder))
-    return "tiny-test"
 
 
 def make_widget(viewer, model_name, element_size=16):

@@ -1,0 +1,56 @@
+"""Fixtures shared by the test files: one torch thread, a tiny network, user models, notifications."""
+
+import pytest
+import torch
+
+from napari_dgno.io.checkpoint import save_checkpoint
+from napari_dgno.model import build_model, preset_config
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """On a busy 2-core machine, 2 OpenMP threads spin against each other (measured 50x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A random-init tiny DGNO network (milliseconds per image)."""
+    torch.manual_seed(0)
+    return build_model("dgno", preset_config("tiny")).eval()
+
+
+@pytest.fixture
+def tiny_model(tmp_path, monkeypatch):
+    """The tiny DGNO saved as the *user* model "tiny-test" (found by list_models via the env var)."""
+    folder = tmp_path / "models"
+    torch.manual_seed(0)
+    net = build_model("dgno", preset_config("tiny"))
+    save_checkpoint(folder / "tiny-test", net, meta={"name": "tiny-test", "preset": "tiny"})
+    monkeypatch.setenv("NAPARI_DGNO_MODEL_DIR", str(folder))
+    monkeypatch.delenv("NAPARI_DGNO_RUNS_DIR", raising=False)  # runs go beside the model folder
+    return "tiny-test"
+
+
+@pytest.fixture
+def no_shipped_models(tmp_path, monkeypatch):
+    """Hide the shipped weights, so only the test's own models are listed."""
+    from napari_dgno.inference import engine
+
+    empty = tmp_path / "no-shipped"
+    empty.mkdir()
+    monkeypatch.setattr(engine, "shipped_model_dir", lambda: empty)
+
+
+@pytest.fixture
+def notifications(monkeypatch):
+    """Messages shown with napari's show_* helpers (what the user sees instead of a traceback)."""
+    from napari.utils import notifications as nt
+
+    seen = []
+    for level in ("info", "warning", "error"):
+        monkeypatch.setattr(nt, f"show_{level}", lambda msg, _lvl=level: seen.append((_lvl, msg)))
+    return seen
