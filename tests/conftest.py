@@ -1,7 +1,15 @@
 """Fixtures shared by the test files: one torch thread, a tiny network, user models, notifications."""
 
+import os
+
 import pytest
 import torch
+from hypothesis import settings
+
+# CI replays the same examples every run (a red run blocks a landing); locally hypothesis explores.
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 from napari_dgno.io.checkpoint import save_checkpoint
 from napari_dgno.model import build_model, preset_config

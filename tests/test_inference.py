@@ -7,7 +7,7 @@ import dask.array as da
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scipy.ndimage import gaussian_filter
 from torch import nn
@@ -107,6 +107,7 @@ def test_threads_from_environment(monkeypatch):
 
 
 @settings(max_examples=150, deadline=None)
+@example(height=8, width=25, tile=16, overlap_frac=0.5, multiple=8)  # starts once collided on the grid
 @given(
     height=st.integers(8, 700),
     width=st.integers(8, 700),

@@ -54,6 +54,8 @@ def _axis_spans(n: int, tile: int, overlap: int, multiple: int) -> list[tuple[in
     stride = tile - overlap
     count = 1 + -(-(n - tile) // stride)
     starts = [(j * (n - tile) // (count - 1)) // multiple * multiple for j in range(count)]
+    # Rounding down to the grid can land two starts on the same line: keep one (no duplicate tile).
+    starts = sorted(set(starts))
     return [(s, s + tile) for s in starts[:-1]] + [(starts[-1], n)]
 
 
