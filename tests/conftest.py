@@ -6,13 +6,13 @@ import pytest
 import torch
 from hypothesis import settings
 
+from napari_dgno.io.checkpoint import save_checkpoint
+from napari_dgno.model import build_model, preset_config
+
 # CI replays the same examples every run (a red run blocks a landing); locally hypothesis explores.
 settings.register_profile("ci", derandomize=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
-
-from napari_dgno.io.checkpoint import save_checkpoint
-from napari_dgno.model import build_model, preset_config
 
 
 @pytest.fixture(autouse=True)
