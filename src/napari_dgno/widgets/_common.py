@@ -655,6 +655,23 @@ class RunPanel(QWidget):
             self.button.setEnabled(False)
             self.button.setText("Cancelling…")
 
+    def start(
+        self,
+        job: Callable,
+        description: str,
+        on_success: Callable,
+        planes: int = 1,
+        unit: str | None = "tile",
+    ) -> JobHandle:
+        """Run ``job`` in a worker shown by this panel: a result goes to ``on_success``, a failure is
+        reported here and as a notification, and a cancelled run adds nothing."""
+        handle = start_job(job, description)
+        self.attach(handle, planes=planes, unit=unit)
+        handle.succeeded.connect(on_success)
+        handle.failed.connect(lambda exc: report_failure(self, exc))
+        handle.cancelled.connect(lambda: self.show_message("cancelled; nothing was added", "warning"))
+        return handle
+
     def attach(self, handle: JobHandle, planes: int = 1, unit: str | None = "tile") -> None:
         """Show ``handle``'s progress; ``unit`` names what ``progress`` counts (None: a percentage)."""
         self.handle = handle

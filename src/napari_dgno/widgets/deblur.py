@@ -29,7 +29,6 @@ from ._common import (
     notify,
     report_failure,
     spatial_kwargs,
-    start_job,
     trained_label,
 )
 
@@ -332,12 +331,7 @@ class DeblurWidget(QWidget):
             )
             return output_layer_tuple(source, out, info, requested)
 
-        handle = start_job(job, f"deblurring {layer.name}")
-        self.panel.attach(handle, planes=planes)
-        handle.succeeded.connect(self._add_result)
-        handle.failed.connect(lambda exc: report_failure(self.panel, exc))
-        handle.cancelled.connect(lambda: self.panel.show_message("cancelled; nothing was added", "warning"))
-        return handle
+        return self.panel.start(job, f"deblurring {layer.name}", self._add_result, planes=planes)
 
     def cancel(self) -> None:
         self.panel.cancel()

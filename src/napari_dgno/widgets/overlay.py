@@ -45,7 +45,6 @@ from ._common import (
     is_output_layer,
     load_chosen_model,
     report_failure,
-    start_job,
     trained_label,
 )
 
@@ -332,12 +331,7 @@ class OverlayWidget(QWidget):
             settings = {"model": model_name, "device": s["device"]}
             return overlay_layer_tuples(result, source, plane, s["parts"], settings)
 
-        handle = start_job(job, f"overlay of {layer.name}")
-        self.panel.attach(handle, unit=None)
-        handle.succeeded.connect(self._add_layers)
-        handle.failed.connect(lambda exc: report_failure(self.panel, exc))
-        handle.cancelled.connect(lambda: self.panel.show_message("cancelled; nothing was added", "warning"))
-        return handle
+        return self.panel.start(job, f"overlay of {layer.name}", self._add_layers, unit=None)
 
     def cancel(self) -> None:
         self.panel.cancel()
