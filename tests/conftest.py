@@ -1,6 +1,7 @@
 """Fixtures shared by the test files: one torch thread, a tiny network, user models, notifications."""
 
 import os
+import time
 
 import pytest
 import torch
@@ -62,3 +63,26 @@ def notifications(monkeypatch):
     for level in ("info", "warning", "error"):
         monkeypatch.setattr(nt, f"show_{level}", lambda msg, _lvl=level: seen.append((_lvl, msg)))
     return seen
+
+
+class SlowNet(torch.nn.Module):
+    """A tiny DGNO that sleeps before each forward: a run surely still going when Cancel is pressed."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = build_model("dgno", preset_config("tiny"))
+        self.config, self.seconds = self.net.config, seconds
+
+    def pad_multiple(self, element_size=None):
+        return self.net.pad_multiple(element_size)
+
+    def forward(self, x, element_size=None, flux=None):
+        time.sleep(self.seconds)
+        return self.net(x, element_size, flux)
+
+
+@pytest.fixture
+def slow_net():
+    """``slow_net(seconds)``: a tiny network that takes at least ``seconds`` per forward."""
+    return SlowNet

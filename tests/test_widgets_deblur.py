@@ -1,12 +1,10 @@
 """The Deblur dock and the Layers > Filter command, in a real (Xvfb) napari viewer on a tiny model."""
 
 import copy
-import time
 
 import dask.array as da
 import numpy as np
 import pytest
-import torch
 
 from napari_dgno.errors import InputError
 from napari_dgno.io.checkpoint import save_checkpoint
@@ -106,28 +104,13 @@ def test_dask_layer(make_napari_viewer, qtbot, tiny_model):
     np.testing.assert_allclose(out.data, expected, rtol=1e-4, atol=1e-2)
 
 
-class SlowNet(torch.nn.Module):
-    """The tiny model, 50 ms per tile: a run that is surely still going when Cancel is pressed."""
-
-    def __init__(self, net):
-        super().__init__()
-        self.net, self.config = net, net.config
-
-    def pad_multiple(self, element_size=None):
-        return self.net.pad_multiple(element_size)
-
-    def forward(self, x, element_size=None, flux=None):
-        time.sleep(0.05)
-        return self.net(x, element_size, flux)
-
-
-def test_cancel_mid_run_adds_no_layer(make_napari_viewer, qtbot, tiny_model):
+def test_cancel_mid_run_adds_no_layer(make_napari_viewer, qtbot, tiny_model, slow_net):
     viewer = make_napari_viewer()
     stack = np.random.default_rng(2).random((4, 64, 64)).astype(np.float32)
     viewer.add_image(stack, name="big")
     widget = make_widget(viewer, tiny_model)
     # a model handed over as an object (scripts, tests) rather than found on disk
-    widget.model_picker.add_model(SlowNet(build_model("dgno", preset_config("tiny"))), "slow")
+    widget.model_picker.add_model(slow_net(0.05), "slow")
     assert widget.model_picker.name() == "slow"
     widget.tile.setValue(32)  # 9 tiles per plane, 36 in all
     widget.overlap.setValue(8)

@@ -1,13 +1,8 @@
 """The Kernel / PSF overlay dock in a real (Xvfb) napari viewer on a tiny model: geometry first."""
 
-import time
-
 import dask.array as da
 import numpy as np
 import pytest
-import torch
-
-from napari_dgno.model import build_model, preset_config
 
 pytestmark = pytest.mark.qt
 TIMEOUT_MS = 90_000
@@ -115,26 +110,11 @@ def test_overlay_of_the_displayed_plane_of_a_dask_stack(make_napari_viewer, qtbo
     np.testing.assert_allclose(world_box(kernels, k, 2 * k, 2 * k, 3 * k), element, atol=1e-9)
 
 
-class SlowNet(torch.nn.Module):
-    """The tiny model, 0.2 s per forward: surely still running when Cancel is pressed."""
-
-    def __init__(self, net):
-        super().__init__()
-        self.net, self.config = net, net.config
-
-    def pad_multiple(self, element_size=None):
-        return self.net.pad_multiple(element_size)
-
-    def forward(self, x, element_size=None, flux=None):
-        time.sleep(0.2)
-        return self.net(x, element_size, flux)
-
-
-def test_cancel_adds_no_overlay(make_napari_viewer, qtbot, tiny_model):
+def test_cancel_adds_no_overlay(make_napari_viewer, qtbot, tiny_model, slow_net):
     viewer = make_napari_viewer()
     viewer.add_image(np.random.default_rng(2).random((64, 64)).astype(np.float32), name="img")
     widget = make_widget(viewer, tiny_model, 8)
-    widget.model_picker.add_model(SlowNet(build_model("dgno", preset_config("tiny"))), "slow")
+    widget.model_picker.add_model(slow_net(0.2), "slow")
     handle = widget.run()
     handle.progressed.connect(lambda done, total: widget.cancel())
     cancelled = []
