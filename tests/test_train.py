@@ -157,6 +157,21 @@ def test_fine_tuning_starts_from_the_base_weights(tmp_path):
     assert json.loads(tuned.with_suffix(".json").read_text())["element_size"] == 16
 
 
+def test_fine_tuning_records_the_base_model_on_its_own_validation_set(tmp_path):
+    base = Trainer(_config(tmp_path / "base", steps=2), source=TinySource()).run()
+    seen = []
+    cfg = _config(tmp_path / "ft", steps=2, base_checkpoint=str(base))
+    trainer = Trainer(
+        cfg, source=TinySource(), callbacks=Callbacks(on_validation=lambda s, m: seen.append(s))
+    )
+    tuned = trainer.run()
+    first = json.loads(tuned.with_suffix(".json").read_text())["training"]["history"][0]
+    assert first["step"] == 0 and np.isfinite(first["val"]["psnr"]) and "psnr" in first["input"]
+    assert seen[0] == 0
+    fresh = Trainer(_config(tmp_path / "fresh", steps=2), source=TinySource()).run()
+    assert json.loads(fresh.with_suffix(".json").read_text())["training"]["history"][0]["val"] == {}
+
+
 def test_smoke_config_runs_the_real_recipe(tmp_path):
     cfg = TrainConfig.from_yaml("configs/smoke.yaml", output_dir=str(tmp_path))
     stem = Trainer(cfg).run()

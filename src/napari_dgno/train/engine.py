@@ -186,6 +186,11 @@ class Trainer:
         self.dist.same(start, "the step to resume from")  # also a barrier: nobody prunes while others read
         if start == 0:
             self.history = [{"step": 0, "val": {}, "input": mean_metrics(self.val_pairs) if main else {}}]
+            if cfg.base_checkpoint and main:
+                # Where fine-tuning starts from: later numbers then read as gains over the base
+                # model on this run's data, not only over the blurred input.
+                self.history[0]["val"] = metrics = self.validate(model)
+                self._report_validation(0, metrics, "base model")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         ddp = self.dist.wrap(model)  # None for one process
         t0 = time.perf_counter() - seconds
@@ -236,7 +241,10 @@ class Trainer:
         metrics = self.validate(model)
         model.load_state_dict(live)
         self.history.append({"step": step, "val": metrics})
-        self._log(f"step {step}: val PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}")
+        self._report_validation(step, metrics, f"step {step}")
+
+    def _report_validation(self, step: int, metrics: dict, what: str) -> None:
+        self._log(f"{what}: val PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}")
         if self.callbacks.on_validation:
             self.callbacks.on_validation(step, metrics)
 
