@@ -215,15 +215,23 @@ def _run_as_nobody(folder: Path, checkpoint: Path) -> None:
 # Interrupted runs
 
 
+def _default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_deblur(tmp_path, checkpoint, *options):
     """`dgno deblur` on a stack that takes several seconds; returns (process, stderr text so far)."""
     src = tmp_path / "stack.tif"
-    stack = (np.random.default_rng(1).random((6, 512, 512)) * 4000).astype(np.uint16)
+    # Long enough (~600 tiles) that a busy machine cannot finish it before the signal arrives.
+    stack = (np.random.default_rng(1).random((24, 512, 512)) * 4000).astype(np.uint16)
     tifffile.imwrite(src, stack, metadata={"axes": "ZYX"})
     cmd = [sys.executable, "-m", "napari_dgno.cli", "deblur", str(src), "-o", str(tmp_path / "out.tif"),
            "--model", str(checkpoint), "--tile", "128", "--overlap", "16", *options]  # fmt: skip
     env = dict(os.environ, NAPARI_DGNO_THREADS="1", PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env)
+    # A shell's background job (and so this test run, if started with &) inherits SIGINT ignored.
+    proc = subprocess.Popen(
+        cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, preexec_fn=_default_sigint
+    )
     err = bytearray()
 
     def pump():
@@ -388,6 +396,46 @@ def test_json_claiming_a_huge_network_is_refused_before_allocating(tiny_checkpoi
         with pytest.raises(CheckpointError) as err:
             load_checkpoint(stem)
         assert time.perf_counter() - started < 5 and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "architecture, config, words",
+    [
+        ("dgno", {"enc_blocks": [10000, 10000, 10000, 10000]}, "enc_blocks[0] must be between 0 and 256"),
+        ("dgno", {"dec_layers": [1, 10**9, 1]}, "dec_layers[1] must be between 0 and 256"),
+        ("dgno", {"width": 100000}, "width must be between 1 and 4096"),
+        ("dgno", {"heads": 0}, "heads must be between 1"),
+        ("dgno", {"d_state": 10**7}, "d_state must be between"),
+        ("dgno", {"enc_blocks": [1] * 1000, "enc_kinds": ["conv"] * 1000}, "levels must be between 2 and 8"),
+        ("dgno", {"ssm_expand": 1e300}, "ssm_expand must be above 0"),
+        # within the bounds, but more blocks than the tiny file has tensors (one block has many)
+        ("dgno", {"enc_blocks": [200, 1, 1, 1]}, "describes a network of 206 blocks, more than the"),
+        ("nafnet", {"middle_blocks": 100000}, "middle_blocks must be between 0 and 256"),
+        ("nafnet", {"enc_blocks": [256] * 8, "dec_blocks": [256] * 8}, "blocks, more than the"),
+    ],
+)
+def test_json_claiming_a_huge_network_is_refused_without_building_it(
+    tiny_checkpoint, monkeypatch, architecture, config, words
+):
+    """10000 blocks used to be built (~20 s, on the meta device) before the tensors refused them:
+    the sizes are now checked against generous bounds and the file's header first."""
+    from napari_dgno.model import DGNO, NAFNet, NAFNetConfig
+
+    stem, _ = tiny_checkpoint
+    meta = json.loads(Path(f"{stem}.json").read_text())
+    base = meta["config"] if architecture == "dgno" else NAFNetConfig().to_dict()
+    meta.update(architecture=architecture, config={**base, **config})
+    Path(f"{stem}.json").write_text(json.dumps(meta))
+
+    def built(*args, **kwargs):
+        raise AssertionError("the network was built before its size was checked")
+
+    monkeypatch.setattr(DGNO, "__init__", built)
+    monkeypatch.setattr(NAFNet, "__init__", built)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(stem)
+    message = str(err.value)
+    assert words in message and "m.json" in message and "\n" not in message, message
 
 
 def test_deeply_nested_json_is_one_line(tiny_checkpoint, monkeypatch, tmp_path):

@@ -117,6 +117,20 @@ def test_cli_plate_exit_status_and_one_line_per_failure(tmp_path, plate, checkpo
     assert capsys.readouterr().err == ""
 
 
+def test_streamed_compressed_tiffs_on_the_cluster(tmp_path, plate, checkpoint, cluster):
+    """Big inputs are streamed on the workers: the lazy reader of a compressed (LZW) TIFF cannot be
+    pickled, so its bands must be read in the worker itself, not through the cluster."""
+    folder, images = plate
+    (folder / "broken.tif").unlink()
+    out = tmp_path / "out"
+    results = batch.deblur_files([str(folder)], out, checkpoint, client=cluster, threads=1, stream=True)
+    assert [r["status"] for r in results] == ["done"] * WELLS, results
+    model = load_model(checkpoint, device="cpu")
+    torch.set_num_threads(1)
+    for name, image in images.items():
+        np.testing.assert_array_equal(tifffile.imread(out / name), deblur(image, model, threads=1))
+
+
 def test_inputs_outputs_and_refusals(tmp_path, checkpoint):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -135,3 +149,47 @@ def test_inputs_outputs_and_refusals(tmp_path, checkpoint):
     with pytest.raises(InputError, match="folder"):
         batch.deblur_files([str(tmp_path / "a")], tmp_path / "out.tif", checkpoint)
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.tif").exists()
+
+
+def _descriptors_under(path) -> list[str]:
+    """This process's open file descriptors that point at ``path`` or inside it (Linux /proc)."""
+    path = str(path)
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # closed meanwhile (the listing's own descriptor)
+            continue
+        if target == path or target.startswith(path + os.sep):
+            found.append(target)
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads /proc/self/fd (Linux)")
+@pytest.mark.parametrize("kind", ["plain", "zlib", "zarr"])
+@pytest.mark.parametrize("stream", [True, False])
+def test_deblur_file_closes_its_input(tmp_path, checkpoint, kind, stream):
+    """A worker goes through a whole plate in one process: no descriptor may stay open per input,
+    after a success or a failure, whether or not the garbage collector has run."""
+    import gc
+
+    from napari_dgno.io import write_zarr_atomic
+
+    image = (np.random.default_rng(1).random((40, 48)) * 3000).astype(np.uint16)
+    if kind == "zarr":
+        src = tmp_path / "in.ome.zarr"
+        write_zarr_atomic(src, image)
+    else:
+        src = tmp_path / "in.tif"
+        tifffile.imwrite(src, image, compression=None if kind == "plain" else "zlib")
+    model = load_model(checkpoint, device="cpu")
+    gc.disable()  # a leaked handle must not be hidden by a collection that happens to run
+    try:
+        info = batch.deblur_file(src, tmp_path / "out.tif", model, stream=stream, threads=1)
+        assert info["shape"] == image.shape and (tmp_path / "out.tif").is_file()
+        assert _descriptors_under(src) == []
+        with pytest.raises(InputError, match="does not exist"):  # fails after the input was opened
+            batch.deblur_file(src, tmp_path / "missing" / "out.tif", model, stream=stream, threads=1)
+        assert _descriptors_under(src) == []
+    finally:
+        gc.enable()

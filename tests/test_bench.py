@@ -178,6 +178,11 @@ def test_quick_run_rows_are_finite(quick_report):
         "tiny, E = 8 px (trained)",
         "tiny, one element (E = 0)",
     ]
+    ensemble = report.row("tiny, ×8 self-ensemble")  # the sweep model, after the network rows
+    assert ensemble.kind == "network" and "self-ensemble" in ensemble.settings
+    assert [r.method for r in report if r.kind == "network"][-1] == ensemble.method
+    assert ensemble.params_m == tiny.params_m and ensemble.gmacs == pytest.approx(8 * tiny.gmacs)
+    assert math.isfinite(ensemble.psnr) and ensemble.psnr != tiny.psnr
     assert len(list(report)) == len(report) and report[0].method == "Blurred input"
     assert report.meta["threads"] == 1
 

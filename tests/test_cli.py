@@ -177,6 +177,43 @@ def test_interrupt_exits_130_and_leaves_nothing(capsys, tmp_path, checkpoint, mo
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "in.tif"]
 
 
+@pytest.mark.parametrize("where", ["build_parser", "import", "parse_args"])
+def test_interrupt_before_the_command_runs_is_one_line_and_130(capsys, monkeypatch, where):
+    """Ctrl-C while the commands' modules import or the arguments are parsed: no traceback."""
+    from types import SimpleNamespace
+
+    from napari_dgno import cli
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    if where == "build_parser":
+        monkeypatch.setattr(cli, "build_parser", interrupt)
+    elif where == "import":  # a subcommand's (slow) module import
+        monkeypatch.setattr(cli, "importlib", SimpleNamespace(import_module=interrupt))
+    else:
+        monkeypatch.setattr(cli._Parser, "parse_args", interrupt)
+    assert main(["models"]) == 130
+    assert capsys.readouterr().err == "dgno: interrupted\n"
+
+
+def test_real_ctrl_c_while_parsing_exits_130_without_traceback():
+    """As the ``dgno`` script runs it (``sys.exit(main())``), with a real SIGINT."""
+    script = (
+        "import os, signal, sys, time\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"  # a background job ignores it
+        "from napari_dgno import cli\n"
+        "def slow_parser():\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    time.sleep(30)\n"
+        "cli.build_parser = slow_parser\n"
+        "sys.exit(cli.main(['models']))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 130, run.stderr
+    assert run.stderr == "dgno: interrupted\n"
+
+
 def test_flux_without_model_picks_the_shipped_model_with_that_flux(capsys, tmp_path, monkeypatch, user_dir):
     shipped = tmp_path / "shipped"
     shipped.mkdir()
@@ -195,6 +232,36 @@ def test_flux_without_model_picks_the_shipped_model_with_that_flux(capsys, tmp_p
     assert code == 0 and "with model tiny-face" in err
     code, _, err = run(capsys, "deblur", src, "-o", tmp_path / "c.tif", "--flux", "p0dg")
     assert code == 0 and "with model tiny-face (E=8, flux=p0dg)" in err  # none ships: default + flux
+
+
+def test_self_ensemble_flag_reaches_deblur(capsys, tmp_path, checkpoint, user_dir, monkeypatch):
+    from napari_dgno import batch
+
+    src = tmp_path / "small.tif"
+    tifffile.imwrite(src, (np.random.default_rng(4).random((64, 80)) * 4095).astype(np.uint16))
+    seen = []
+    real = engine.deblur
+
+    def spy(image, model=None, **kwargs):
+        seen.append(kwargs.get("self_ensemble"))
+        return real(image, model, **kwargs)
+
+    monkeypatch.setattr(engine, "deblur", spy)
+    argv = ["deblur", src, "-o", tmp_path / "a.tif", "--model", checkpoint, "-q"]
+    code, _, err = run(capsys, *argv, "--self-ensemble")
+    assert code == 0, err
+    code, _, err = run(capsys, "deblur", src, "-o", tmp_path / "b.tif", "--model", checkpoint, "-q")
+    assert code == 0, err
+    assert seen == [True, False]
+    assert not np.array_equal(tifffile.imread(tmp_path / "a.tif"), tifffile.imread(tmp_path / "b.tif"))
+
+    calls = []  # a batch (a folder) hands it to deblur_files
+    monkeypatch.setattr(batch, "deblur_files", lambda *a, **k: calls.append(k) or [])
+    code, _, err = run(capsys, "deblur", tmp_path, "-o", tmp_path / "out", "--self-ensemble", "-q")
+    assert code == 0, err
+    code, _, err = run(capsys, "deblur", tmp_path, "-o", tmp_path / "out", "-q")
+    assert code == 0, err
+    assert [c["self_ensemble"] for c in calls] == [True, False]
 
 
 def test_models_lists_models_and_preset_costs(capsys, user_dir, checkpoint):

@@ -187,3 +187,26 @@ def test_write_needs_an_existing_folder(tmp_path):
     with pytest.raises(InputError) as err:
         write_tiff_atomic(tmp_path / "nope" / "out.tif", np.zeros((8, 8)))
     _one_line(err, "does not exist")
+
+
+@pytest.mark.parametrize("writer", ["whole", "rows"])
+def test_a_killed_writers_temporary_file_is_cleared_by_the_next_write(tmp_path, writer):
+    """A named temporary that SIGKILL left (no clean-up runs) goes with the next write to the same
+    file; a running writer's (here: this process's) stays."""
+    from napari_dgno.io.temporary import _host
+    from napari_dgno.io.tiff import tiff_writer
+
+    dead = tmp_path / f".out.tif.{_host()}-{(1 << 22) + 1}.abcd1234.tmp"  # no process has that PID
+    named = tmp_path / f".out.tif.{_host()}-{(1 << 22) + 1}.17.tmp"  # atomic_file's name, killed at rename
+    live = tmp_path / f".out.tif.{_host()}-{os.getpid()}.efgh5678.tmp"
+    other = tmp_path / f".other.tif.{_host()}-{(1 << 22) + 1}.abcd1234.tmp"
+    for path in (dead, named, live, other):
+        path.write_bytes(b"II*\x00partial")
+    data = np.arange(12 * 16, dtype=np.float32).reshape(12, 16)
+    if writer == "whole":
+        write_tiff_atomic(tmp_path / "out.tif", data)
+    else:
+        with tiff_writer(tmp_path / "out.tif", data.shape) as rows:
+            rows.write_rows((), 0, data)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out.tif", live.name, other.name])
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "out.tif"), data)

@@ -223,3 +223,81 @@ def test_cli_streams_to_zarr_and_tiff(tmp_path, capsys, monkeypatch):
     assert tifffile.imread(tmp_path / "again.tif").shape == (200, 176)
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
     assert leftovers == [] and os.listdir(tmp_path / "out.zarr")
+
+
+DEAD_PID = (1 << 22) + 1  # above Linux's largest pid_max (and macOS's): no process has it
+
+
+def _leftover(folder, dest_name, owner, rand="abcd1234", suffix=".tmp", days_old=0.0):
+    """A temporary folder as atomic_dir names it, holding a chunk file; optionally aged."""
+    path = folder / f".{dest_name}.{owner}{'.' if owner else ''}{rand}{suffix}"
+    (path / "0").mkdir(parents=True)
+    (path / "0" / "0").write_bytes(b"\0" * 64)
+    if days_old:
+        when = path.stat().st_mtime - days_old * 86400
+        os.utime(path, (when, when))
+    return path
+
+
+def test_a_killed_writers_temporary_folders_are_cleared_by_the_next_write(tmp_path):
+    """SIGKILL runs no clean-up: the next write to the same destination removes what a dead writer
+    left, and nothing that a running writer (or another destination, or the user) owns."""
+    from napari_dgno.io.temporary import _host
+
+    host, name = _host(), "out.ome.zarr"
+    gone = [
+        _leftover(tmp_path, name, f"{host}-{DEAD_PID}"),  # this host, its process is gone
+        _leftover(tmp_path, name, f"{host}-{DEAD_PID}", rand="x1y2z3w4", suffix=".old"),
+        _leftover(tmp_path, name, "elsewhere-12", days_old=8),  # another host, untouched for 8 days
+        _leftover(tmp_path, name, "", rand="q9w8e7r6", days_old=8),  # an older version's name
+    ]
+    kept = [
+        _leftover(tmp_path, name, f"{host}-{os.getpid()}"),  # a concurrent writer (this process)
+        _leftover(tmp_path, name, "elsewhere-12", rand="fresh001"),  # another host, recently written
+        _leftover(tmp_path, name, "", rand="new00001"),  # no owner, recent
+        _leftover(tmp_path, "other.zarr", f"{host}-{DEAD_PID}"),  # another destination's
+        _leftover(tmp_path, name, "", rand="my notes", days_old=30),  # not a name we make
+    ]
+    locked = _leftover(tmp_path, name, f"{host}-{DEAD_PID}", rand="locked01")
+    try:
+        import fcntl
+    except ImportError:
+        fd = None
+        gone.append(locked)
+    else:  # a writer whose PID we cannot see (another PID namespace) still holds its lock
+        fd = os.open(locked, os.O_RDONLY)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        kept.append(locked)
+    try:
+        data = np.arange(40 * 48, dtype=np.float32).reshape(40, 48)
+        write_zarr_atomic(tmp_path / name, data)
+    finally:
+        if fd is not None:
+            os.close(fd)
+    assert not [p.name for p in gone if p.exists()]
+    assert all(p.is_dir() for p in kept)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, *(p.name for p in kept)])
+    np.testing.assert_array_equal(read_image(tmp_path / name, lazy=False)[0], data)
+
+
+def test_a_zarr_write_killed_with_sigkill_is_cleared_by_the_next(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    if not hasattr(signal, "SIGKILL"):
+        pytest.skip("needs SIGKILL")
+    dest = tmp_path / "out.ome.zarr"
+    script = (
+        "import os, signal, sys, numpy as np\n"
+        "from napari_dgno.io.ome_zarr import zarr_writer\n"
+        "with zarr_writer(sys.argv[1], (64, 64)) as w:\n"
+        "    w.write_rows((), 0, np.ones((32, 64), np.float32))\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script, str(dest)], capture_output=True, timeout=300)
+    assert run.returncode == -signal.SIGKILL
+    left = [p.name for p in tmp_path.iterdir()]
+    assert len(left) == 1 and left[0].startswith(".out.ome.zarr.") and left[0].endswith(".tmp")
+    write_zarr_atomic(dest, np.zeros((8, 8), np.float32))
+    assert [p.name for p in tmp_path.iterdir()] == ["out.ome.zarr"]

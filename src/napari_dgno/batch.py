@@ -43,21 +43,28 @@ def deblur_file(src, dst, model, *, stream: bool | None = None, progress=None, *
 
     ``stream``: None streams when the float32 result is over 128 MiB or ``dst`` is a Zarr (memory
     then stays one band of tiles); True / False force it. ``options`` go to :func:`deblur`.
-    Returns the engine's ``info`` dict plus ``shape`` and ``streamed``.
-    """
-    from .inference.engine import deblur, deblur_to
-    from .io import output_format, read_image, write_image_atomic
+    Returns the engine's ``info`` dict plus ``shape`` and ``streamed``. The input file is closed
+    when this returns or raises (a worker runs through a whole plate in one process).
 
-    image, meta = read_image(src, lazy=True)
-    if stream is None:
-        stream = output_format(dst) == "zarr" or result_nbytes(image.shape) > STREAM_BYTES
+    The lazy input is read here, with dask's local threads: inside a dask worker (or beside a
+    running ``Client``) the default scheduler is the cluster, which would ship every band read over
+    the network, and fails outright for a compressed TIFF (its open reader cannot be pickled).
+    """
+    import dask
+
+    from .inference.engine import deblur, deblur_to
+    from .io import open_image, output_format, write_image_atomic
+
     info: dict = {}
-    if stream:
-        deblur_to(image, dst, model, metadata=meta, progress=progress, info=info, **options)
-    else:
-        image, meta = read_image(src)  # small: whole file in memory, read eagerly
-        restored = deblur(image, model, progress=progress, info=info, **options)
-        write_image_atomic(dst, restored, metadata=meta)
+    with dask.config.set(scheduler="threads"), open_image(src, lazy=True) as (image, meta):
+        if stream is None:
+            stream = output_format(dst) == "zarr" or result_nbytes(image.shape) > STREAM_BYTES
+        if stream:
+            deblur_to(image, dst, model, metadata=meta, progress=progress, info=info, **options)
+        else:
+            with open_image(src) as (image, meta):  # small: whole file in memory, read eagerly
+                restored = deblur(image, model, progress=progress, info=info, **options)
+            write_image_atomic(dst, restored, metadata=meta)
     info.update(shape=tuple(int(s) for s in image.shape), streamed=bool(stream))
     return info
 
@@ -281,6 +288,7 @@ def deblur_files(
     flux: str | None = None,
     tile="auto",
     overlap="auto",
+    self_ensemble: bool = False,
     stream: bool | None = None,
     force: bool = False,
     on_result: Callable[[dict], None] | None = None,
@@ -293,6 +301,7 @@ def deblur_files(
     scheduler: a ``dask.distributed`` address; None starts a local cluster of ``workers`` processes
         (default: half the cores) on 127.0.0.1. ``client``: an existing client instead of either.
     threads: torch threads per worker (default: cores / workers on a local cluster).
+    self_ensemble: average the 8 rotations / mirror images of every tile (~8x the time).
     force: redo files whose output is already complete (otherwise they are ``"skipped"``).
     on_result: called with each result as it arrives (``status`` is done, skipped or failed, with
         ``error`` for failures). A failed file never stops the others.
@@ -312,6 +321,8 @@ def deblur_files(
         raise CheckpointError(f"checkpoint weights {model_path} are missing")
     out_dir.mkdir(parents=True, exist_ok=True)
     options = {"element_size": element_size, "flux": flux, "tile": tile, "overlap": overlap}
+    if self_ensemble:  # only when on, so outputs finished before the option existed stay complete
+        options["self_ensemble"] = True
 
     results: list[dict] = []
 

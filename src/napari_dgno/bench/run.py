@@ -2,9 +2,10 @@
 
 Rows: the blurred input; Wiener and RL with one tuned global PSF; patch-wise RL and spatially
 variant RL given the true depth (physics upper bounds); the NAFNet-style CNN and the global neural
-operator baselines; DGNO-small with each flux; and an element-size sweep of the default model at
-inference. A model that cannot be found is a row with a note, never a crash. Every number comes
-from :func:`napari_dgno.metrics.psnr_ssim`.
+operator baselines; DGNO-small with each flux; the default model with the x8 geometric
+self-ensemble; and an element-size sweep of the default model at inference. A model that cannot
+be found is a row with a note, never a crash. Every number comes from
+:func:`napari_dgno.metrics.psnr_ssim`.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ BASELINES = {
 }
 DEFAULT_SWEEP_MODEL = "dgno-small-face"
 ELEMENT_SWEEP = (8, 16, 32, 64, 0)
+ENSEMBLE_LABEL = "×8 self-ensemble"
 
 Log = Callable[[str], None]
 
@@ -180,6 +182,7 @@ def run_bench(
     *,
     baseline_dir: str | Path | None = None,
     sweep_model: str | None = None,
+    self_ensemble: bool = True,
     classical_settings: ClassicalSettings | None = None,
     threads: int | None = None,
     log: Log | None = None,
@@ -192,6 +195,9 @@ def run_bench(
     quick: 2 test images, 2 tuning images, a coarse z grid and at most 15 RL iterations (tests, CI).
     element_sweep: element sizes (px, 0 = one element) run at inference on ``sweep_model``
         (default ``dgno-small-face``, else the first DGNO model that loads).
+    self_ensemble: add a row for ``sweep_model`` (default ``dgno-small-face``), when it loaded, run
+        with the x8 self-ensemble (8 passes per image: ~8x its own row's time, also in quick mode);
+        False leaves the row out.
     classical_settings: skip tuning and use these.
     threads: CPU threads for the whole run (default: torch's setting); recorded in the report.
     """
@@ -234,6 +240,10 @@ def run_bench(
                 continue
             loaded[name] = model
             rows.append(_network_row(evaluate, label, model, None))
+        ensemble_name = sweep_model or DEFAULT_SWEEP_MODEL
+        if self_ensemble and ensemble_name in loaded:
+            label = f"{SHIPPED.get(ensemble_name, ensemble_name)}, {ENSEMBLE_LABEL}"
+            rows.append(_network_row(evaluate, label, loaded[ensemble_name], None, self_ensemble=True))
         rows += _sweep_rows(evaluate, loaded, element_sweep, sweep_model)
 
         seconds = time.perf_counter() - started
@@ -323,25 +333,40 @@ def _load(name: str, spec, baseline_dir) -> tuple[object | None, str]:
 
 
 def _network_row(
-    evaluate: _Evaluator, label: str, model, element_size: int | None, kind="network"
+    evaluate: _Evaluator,
+    label: str,
+    model,
+    element_size: int | None,
+    kind="network",
+    self_ensemble: bool = False,
 ) -> BenchRow:
     from napari_dgno.inference.engine import deblur
     from napari_dgno.model import count_parameters
 
     def restore(item: BenchItem) -> np.ndarray:
-        return deblur(item.blurred, model, element_size=element_size, device="cpu", threads=evaluate.threads)
+        return deblur(
+            item.blurred,
+            model,
+            element_size=element_size,
+            device="cpu",
+            threads=evaluate.threads,
+            self_ensemble=self_ensemble,
+        )
 
     if evaluate.items:  # warm-up: the first call pays for allocations and kernel selection
         restore(evaluate.items[0])
     e = model.element_size if element_size is None else element_size
     settings = f"{model.name}" + (f", E = {e} px, flux {model.flux}" if e is not None else "")
+    if self_ensemble:
+        settings += ", self-ensemble (8 rotations / mirror images averaged)"
+    gmacs = _gmacs(model.net, element_size)
     return evaluate(
         label,
         kind,
         restore,
         settings=settings,
         params_m=count_parameters(model.net) / 1e6,
-        gmacs=_gmacs(model.net, element_size),
+        gmacs=gmacs * 8 if gmacs is not None and self_ensemble else gmacs,  # 8 passes per image
     )
 
 

@@ -11,6 +11,7 @@ from .engine import (
     shipped_model_dir,
     user_model_dir,
 )
+from .ensemble import dihedral_average
 from .tiling import BandBlender, Blender, Tile, auto_overlap, auto_tile, plan_tiles, tile_weight
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "deblur",
     "deblur_to",
     "default_model_name",
+    "dihedral_average",
     "list_models",
     "load_model",
     "plan_tiles",

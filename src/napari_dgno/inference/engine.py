@@ -35,6 +35,7 @@ from ..model import FLUX_VARIANTS, build_model, count_parameters
 from ..model.config import check_element_size
 from ..normalize import Normalization, fit_normalization
 from .devices import autocast_context, cpu_threads, resolve_device
+from .ensemble import dihedral_average
 from .tiling import BandBlender, auto_overlap, auto_tile, halve_tile, plan_tiles, round_up, tile_rows
 
 MODEL_DIR_ENV = "NAPARI_DGNO_MODEL_DIR"
@@ -542,10 +543,13 @@ class _Job:
     norm: Normalization
     constant: float | None
     kwargs: dict
+    self_ensemble: bool = False
     stats: dict = field(default_factory=lambda: {"rows_read": 0, "rows_blended": 0, "tiles_per_plane": 0})
 
 
-def _prepare(image, model, element_size, flux, device, tile, overlap, channel_axis) -> _Job:
+def _prepare(
+    image, model, element_size, flux, device, tile, overlap, channel_axis, self_ensemble=False
+) -> _Job:
     arr, lazy = _check_image(image, channel_axis)
     dm = _as_deblur_model(model, device)
     e, f = _runtime_options(dm, element_size, flux)
@@ -554,7 +558,9 @@ def _prepare(image, model, element_size, flux, device, tile, overlap, channel_ax
     tile_px, overlap_px = _tile_sizes(tile, overlap, plane_shape, multiple, dm.device)
     norm, constant = _fit(arr, lazy)
     kwargs = {"element_size": e, "flux": f} if e is not None and _accepts_options(type(dm.net)) else {}
-    return _Job(arr, lazy, dm, e, f, multiple, tile_px, overlap_px, norm, constant, kwargs)
+    return _Job(
+        arr, lazy, dm, e, f, multiple, tile_px, overlap_px, norm, constant, kwargs, bool(self_ensemble)
+    )
 
 
 Emit = Callable[[tuple, int, np.ndarray], None]
@@ -574,6 +580,10 @@ def _execute(job: _Job, emit: Emit, progress, cancel, threads, mixed_precision) 
         if cancel is not None and cancel():
             raise Cancelled("deblurring cancelled")
 
+    def predict(x):
+        check_cancel()  # also between the 8 passes of a self-ensemble: Cancel stays prompt
+        return net(x, **job.kwargs)
+
     def run_plane(idx, tiles) -> None:
         nonlocal done
         reader, blender = _RowReader(arr, idx, job.lazy), BandBlender(width)
@@ -585,7 +595,7 @@ def _execute(job: _Job, emit: Emit, progress, cancel, threads, mixed_precision) 
                 check_cancel()
                 x = torch.from_numpy(np.ascontiguousarray(band[:, t.x0 : t.x1]))[None, None].to(dev)
                 with autocast_context(dev, mixed_precision):
-                    y = net(x, **job.kwargs)
+                    y = dihedral_average(predict, x) if job.self_ensemble else net(x, **job.kwargs)
                 blender.add(t, y.float()[0, 0].cpu().numpy())
                 done += 1
                 if progress is not None:
@@ -653,6 +663,7 @@ def _fill_info(info: dict | None, job: _Job, started: float, **extra) -> None:
         device=str(dm.device),
         tile=job.tile,
         overlap=job.overlap,
+        self_ensemble=job.self_ensemble,
         tiles_per_plane=job.stats["tiles_per_plane"],
         planes=job.stats["planes"],
         normalization=job.norm.to_dict(),
@@ -678,6 +689,7 @@ def deblur(
     channel_axis: int | None = None,
     threads: int | None = None,
     mixed_precision: bool = True,
+    self_ensemble: bool = False,
     info: dict | None = None,
 ) -> np.ndarray:
     """Restore a defocused image; float32 of the same shape, in the input's intensity units.
@@ -705,8 +717,12 @@ def deblur(
         input's shape and axis order.
     threads: CPU threads for this call (default ``$NAPARI_DGNO_THREADS`` or torch's setting).
     mixed_precision: bf16/fp16 autocast on GPU (never on CPU).
-    info: if a dict is given it is filled with what was done (model, normalisation, tiles, time,
-        and ``rows_read`` / ``rows_blended``: the most rows of one plane held at once).
+    self_ensemble: x8 geometric self-ensemble: every tile is restored in its 8 rotations / mirror
+        images and the results, mapped back, are averaged (see :mod:`napari_dgno.inference.ensemble`).
+        About 8x the time (memory as for one pass) for typically about +0.1 dB PSNR on our bench.
+    info: if a dict is given it is filled with what was done (model, normalisation, tiles,
+        ``self_ensemble``, time, and ``rows_read`` / ``rows_blended``: the most rows of one plane
+        held at once).
 
     Rules on input: NaN/inf, empty arrays, fewer than 2 dimensions, Y or X under 8 px, and
     bool/complex/object dtypes are refused with an :class:`InputError`. Planes smaller than one
@@ -715,7 +731,7 @@ def deblur(
     back unchanged.
     """
     started = time.perf_counter()
-    job = _prepare(image, model, element_size, flux, device, tile, overlap, channel_axis)
+    job = _prepare(image, model, element_size, flux, device, tile, overlap, channel_axis, self_ensemble)
     out = np.empty(job.arr.shape, dtype=np.float32)
 
     def emit(idx, y0, rows):
@@ -742,6 +758,7 @@ def deblur_to(
     cancel: CancelFn | None = None,
     threads: int | None = None,
     mixed_precision: bool = True,
+    self_ensemble: bool = False,
     metadata: dict | None = None,
     info: dict | None = None,
 ):
@@ -757,11 +774,13 @@ def deblur_to(
         that supports slice assignment (numpy, ``np.memmap``, ``zarr.Array``): filled and returned.
     metadata: for file outputs, an ``info`` dict from :func:`napari_dgno.io.read_image` (axes,
         pixel sizes) to carry over.
+    self_ensemble: average the 8 rotations / mirror images of every tile (about 8x the time,
+        typically about +0.1 dB PSNR), as in :func:`deblur`.
     Everything else as in :func:`deblur` (colour images: use :func:`deblur`). The values are
     identical to :func:`deblur`'s.
     """
     started = time.perf_counter()
-    job = _prepare(image, model, element_size, flux, device, tile, overlap, None)
+    job = _prepare(image, model, element_size, flux, device, tile, overlap, None, self_ensemble)
     shape = tuple(int(s) for s in job.arr.shape)
     if isinstance(out, (str, os.PathLike)):
         from ..io.stream import open_image_writer

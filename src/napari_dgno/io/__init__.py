@@ -13,7 +13,7 @@ from .checkpoint import (
 )
 from .ome_zarr import is_zarr_path, read_zarr, write_zarr_atomic
 from .stream import open_image_writer, output_format, write_image_atomic
-from .tiff import read_image, write_tiff_atomic
+from .tiff import open_image, read_image, write_tiff_atomic
 
 __all__ = [
     "FORMAT",
@@ -23,6 +23,7 @@ __all__ = [
     "is_zarr_path",
     "load_checkpoint",
     "load_extra_tensors",
+    "open_image",
     "open_image_writer",
     "output_format",
     "read_image",

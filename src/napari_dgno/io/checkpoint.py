@@ -29,6 +29,7 @@ from torch import nn
 from ..errors import CheckpointError
 from ..model import ARCHITECTURES, FLUX_VARIANTS, architecture_of, build_model, count_parameters
 from ..model.config import check_element_size
+from .temporary import clear_abandoned, hold_lock, temp_prefix
 
 FORMAT = "napari-dgno-checkpoint"
 FORMAT_VERSION = 1
@@ -92,11 +93,15 @@ def atomic_path(dest: str | os.PathLike):
     """Yield a temporary path next to ``dest``; on success fsync it and rename it over ``dest``.
 
     On any exception (KeyboardInterrupt included) the temporary file is removed and ``dest`` is left
-    exactly as it was.
+    exactly as it was. A temporary that a killed process left (SIGKILL runs no clean-up) is removed
+    by the next write to ``dest``; see :mod:`napari_dgno.io.temporary`.
     """
     dest = Path(dest)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
+    clear_abandoned(dest)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(dest), suffix=".tmp", dir=dest.parent)
+    if not hold_lock(fd):  # the lock lives as long as fd: kept open on POSIX, closed at once elsewhere
+        os.close(fd)
+        fd = None
     tmp = Path(tmp)
     try:
         _set_new_file_mode(tmp)
@@ -107,6 +112,9 @@ def atomic_path(dest: str | os.PathLike):
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    finally:
+        if fd is not None:
+            os.close(fd)
     _fsync_dir(dest.parent)
 
 
@@ -158,8 +166,9 @@ def atomic_file(dest: str | os.PathLike):
     :func:`atomic_path`, for writers that take a file object and run long (streamed results).
 
     On Linux the file has no name while it is written, so not even SIGKILL leaves it behind (only
-    the instant between naming it and renaming it over ``dest`` is not covered). Elsewhere it is a
-    hidden ``.NAME.*.tmp`` file, removed on any exception.
+    the instant between naming it and renaming it over ``dest`` is not covered; the next write to
+    ``dest`` clears what such a kill leaves). Elsewhere it is a hidden ``.NAME.*.tmp`` file, removed
+    on any exception, and by the next write after a kill (see :func:`atomic_path`).
     """
     dest = Path(dest)
     fd = _anonymous_file(dest.parent)
@@ -167,12 +176,14 @@ def atomic_file(dest: str | os.PathLike):
         with atomic_path(dest) as tmp, open(tmp, "w+b") as f:
             yield f
         return
+    clear_abandoned(dest)
     with os.fdopen(fd, "w+b") as f:
         f.raw.name = str(dest)  # writers (tifffile) want a str name, not the descriptor number
         yield f
         f.flush()
         os.fsync(f.fileno())
-        name = dest.with_name(f".{dest.name}.{os.getpid()}-{fd}.tmp")
+        hold_lock(f.fileno())  # for the instant it has a name: see napari_dgno.io.temporary
+        name = dest.with_name(f"{temp_prefix(dest)}{fd}.tmp")
         try:
             name.unlink(missing_ok=True)
             _name_anonymous(f, name)
@@ -437,17 +448,43 @@ def _check_state_dict(tensors: dict, expected: dict, name: str) -> None:
         raise _fail(f"{name} does not match the architecture in its JSON: {'; '.join(problems)}")
 
 
+def _stored_names(path: Path) -> list[str]:
+    """The names of the tensors in a safetensors file, from its header alone (no tensor is read)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return list(f.keys())
+    except Exception as err:  # SafetensorError and friends: a corrupt header
+        raise _fail(f"{path.name} is corrupt or truncated ({err})") from None
+
+
 def _check_network_fits(meta: dict, meta_path: Path, weights_path: Path) -> None:
-    """Refuse a JSON whose network is bigger than its tensor file before allocating it: a config
-    that lies (width 100000) would otherwise take all memory before the shapes are compared."""
+    """Refuse a JSON whose network is bigger than its tensor file before building it.
+
+    A config that lies would otherwise be built first: 10000 blocks take many seconds even on the
+    ``meta`` device, width 100000 takes all memory. The config's own fields are bounded when it is
+    read (:class:`~napari_dgno.model.config.DGNOConfig`); here every block must have at least one
+    tensor in the file's header, so building (shapes only, on the ``meta`` device) never costs more
+    than the file itself warrants; and the network built that way must not hold more values than
+    the file has bytes. Smaller mismatches get the detailed shape check after loading.
+    """
+    config = ARCHITECTURES[meta["architecture"]][0].from_dict(meta["config"])
+    tensors = len(_stored_names(weights_path))
+    blocks = config.block_count()
+    if blocks > tensors:
+        raise _fail(
+            f"{meta_path.name} describes a network of {blocks:,} blocks, more than the {tensors:,} "
+            f"tensors in {weights_path.name} can hold"
+        )
     try:
         with torch.device("meta"):  # shapes only: no memory
-            shapes = build_model(meta["architecture"], meta["config"]).state_dict()
+            shapes = build_model(meta["architecture"], config).state_dict()
     except RuntimeError as err:  # sizes that overflow
         raise ValueError(" ".join(str(err).split())[:200]) from None
     values = sum(t.numel() for t in shapes.values())
     size = weights_path.stat().st_size
-    if values > size:  # at least 2 bytes a value; smaller mismatches get the detailed shape check
+    if values > size:  # at least 2 bytes a value
         raise _fail(
             f"{meta_path.name} describes a network of {values:,} values, more than {weights_path.name} "
             f"({size:,} bytes) can hold"

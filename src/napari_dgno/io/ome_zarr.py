@@ -8,7 +8,8 @@ ome-zarr-py read) holding one float32 array ``0`` (chunks of one plane × 512 ×
 keys) and a minimal ``multiscales`` block: version 0.4, one dataset, axes and a scale transform
 (pixel sizes carried over from the input where known). Only level 0 is written: viewers that want a
 pyramid build one. Writes go to a hidden temporary folder next to the destination, renamed into
-place at the end, so an interrupted run leaves nothing at the destination.
+place at the end, so an interrupted run leaves nothing at the destination (and the folder that a
+killed run leaves is removed by the next write to the same destination).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from .temporary import clear_abandoned, lock_folder, temp_prefix
 
 ZARR_SUFFIXES = (".zarr", ".ome.zarr")
 ZARR_MARKERS = (".zgroup", ".zarray", "zarr.json")
@@ -164,13 +166,22 @@ def check_zarr_destination(path: str | os.PathLike) -> None:
 @contextlib.contextmanager
 def atomic_dir(dest: str | os.PathLike):
     """Yield a temporary folder next to ``dest``; on success it replaces ``dest``; on any exception
-    (KeyboardInterrupt included) it is removed and ``dest`` is left as it was."""
+    (KeyboardInterrupt included) it is removed and ``dest`` is left as it was.
+
+    The folder is ``.NAME.HOST-PID.XXXXXXXX.tmp`` and stays locked (``flock``) while it is filled.
+    A process killed outright (SIGKILL, the OOM killer) cleans nothing up, so each call first
+    removes the ``.NAME.*.tmp`` / ``.NAME.*.old`` folders of the same ``dest`` whose writer is
+    certainly gone (not locked, and its PID not running on this host, or untouched for a week);
+    a concurrent writer's folder is left alone. Rules in :mod:`napari_dgno.io.temporary`.
+    """
     dest = Path(dest)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    clear_abandoned(dest)
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(dest), suffix=".tmp", dir=dest.parent))
+    lock = lock_folder(tmp)
     try:
         yield tmp
         if dest.exists():  # a rename cannot replace a non-empty folder: move the old one aside first
-            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
+            old = Path(tempfile.mkdtemp(prefix=temp_prefix(dest), suffix=".old", dir=dest.parent))
             os.replace(dest, old / "x")
             os.replace(tmp, dest)
             shutil.rmtree(old, ignore_errors=True)
@@ -179,6 +190,9 @@ def atomic_dir(dest: str | os.PathLike):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        if lock is not None:
+            os.close(lock)
 
 
 class ZarrRowWriter:

@@ -143,7 +143,34 @@ def read_image(path: str | os.PathLike, *, channel_axis: int | None = None, lazy
     ``.zarr`` / ``.ome.zarr`` paths (and folders holding zarr metadata) are read with
     :func:`napari_dgno.io.ome_zarr.read_zarr`: always lazily unless ``lazy`` is False. Lazy TIFFs
     are read in row chunks (uncompressed data by positioned reads, compressed data by strip/tile).
+
+    A lazy array over compressed TIFF data keeps the file open for as long as the array lives (it
+    is closed when garbage collected); use :func:`open_image` to have it closed at a known point.
     """
+    return _read_image(path, channel_axis=channel_axis, lazy=lazy, handles=None)
+
+
+@contextlib.contextmanager
+def open_image(path: str | os.PathLike, *, channel_axis: int | None = None, lazy: bool | None = None):
+    """:func:`read_image` as a context manager: ``with open_image(p, lazy=True) as (array, info):``.
+
+    Whatever file a lazy array reads from is closed when the block ends, normally or by an exception
+    (KeyboardInterrupt included); the array must not be computed after that. Why: a batch over a
+    plate reads hundreds of files in one worker process, and an open descriptor per input (freed
+    only when the garbage collector gets to it) runs into the open-file limit and keeps deleted
+    inputs' space in use.
+    """
+    handles: list = []
+    try:
+        yield _read_image(path, channel_axis=channel_axis, lazy=lazy, handles=handles)
+    finally:
+        for handle in handles:
+            with contextlib.suppress(Exception):
+                handle.close()
+
+
+def _read_image(path, *, channel_axis, lazy, handles: list | None):
+    """:func:`read_image`; a file a lazy array keeps open is appended to ``handles`` (if given)."""
     path = Path(path)
     from .ome_zarr import is_zarr_path, read_zarr
 
@@ -183,8 +210,9 @@ def read_image(path: str | os.PathLike, *, channel_axis: int | None = None, lazy
                     "single-channel images: split the channels first (or pass channel_axis in Python)"
                 )
             use_lazy = series.nbytes > LAZY_BYTES if lazy is None else lazy
+            keep_open = False
             if use_lazy:
-                array = _lazy_series(tif, series, path)
+                array, keep_open = _lazy_series(tif, series, path)
             else:
                 array = series.asarray()
         except InputError:
@@ -193,8 +221,10 @@ def read_image(path: str | os.PathLike, *, channel_axis: int | None = None, lazy
         except Exception as err:  # damaged strips, failed decompression, short reads ...
             tif.close()
             raise InputError(f"{path} is truncated or corrupt ({_one_line(err)})") from None
-        if not use_lazy:
+        if not keep_open:
             tif.close()
+        elif handles is not None:
+            handles.append(tif)
     if channel_axis is not None:
         channel_axis = channel_axis % len(shape)
         array = np.moveaxis(array, channel_axis, 0) if not use_lazy else _dask_moveaxis(array, channel_axis)
@@ -352,7 +382,8 @@ class ContiguousTiff:
 
 
 def _lazy_series(tif, series, path: Path):
-    """A dask array over the series: band-sized chunks for contiguous data, else tifffile's chunks."""
+    """A dask array over the series: band-sized chunks for contiguous data, else tifffile's chunks;
+    ``(array, reads_through_tif)``: contiguous data is read by path, so ``tif`` may be closed."""
     import dask.array as da
 
     page, shape, dtype = series.keyframe, tuple(series.shape), series.dtype
@@ -362,7 +393,7 @@ def _lazy_series(tif, series, path: Path):
         rows = max(1, min(shape[-2], (4 << 20) // (shape[-1] * dtype.itemsize)))  # ~4 MB chunks
         chunks = (1,) * (len(shape) - 2) + (rows, shape[-1])
         meta = np.empty((0,) * len(shape), dtype)
-        return da.from_array(source, chunks=chunks, asarray=False, meta=meta)
+        return da.from_array(source, chunks=chunks, asarray=False, meta=meta), False
     import zarr
 
-    return da.from_zarr(zarr.open(series.aszarr(), mode="r"))
+    return da.from_zarr(zarr.open(series.aszarr(), mode="r")), True

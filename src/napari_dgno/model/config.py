@@ -6,11 +6,43 @@ fields only ever get added with defaults that reproduce the old behaviour.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 
 FLUX_VARIANTS = ("face", "p0dg", "none")
 FLUX_MODES = ("jump", "central")
 BLOCK_KINDS = ("scan", "conv")
+
+# Generous bounds on the sizes a config may claim (the presets use width <= 48, <= 6 blocks a level,
+# 4 levels). Why bound them at all: a checkpoint's JSON is read before anything else, and a number
+# like 10000 blocks or width 10**9 would otherwise be built (seconds to minutes, or all memory)
+# before its tensors could show that it is wrong.
+MAX_CHANNELS = 256
+MAX_WIDTH = 4096
+MAX_LEVELS = 8
+MAX_BLOCKS = 256  # per level (encoder blocks, decoder layers, middle blocks)
+MAX_D_STATE = 1024
+MAX_EXPAND = 64.0
+
+
+def _check_int(name: str, value, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low} and {high}, got {value}")
+
+
+def _check_counts(name: str, values, high: int = MAX_BLOCKS) -> None:
+    for i, value in enumerate(values):
+        _check_int(f"{name}[{i}]", value, 0, high)
+
+
+def _check_real(name: str, value, low: float, high: float) -> None:
+    """``low < value <= high``, a finite number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if not low < value <= high:
+        raise ValueError(f"{name} must be above {low:g} and at most {high:g}, got {value}")
 
 
 @dataclass(frozen=True)
@@ -38,6 +70,7 @@ class DGNOConfig:
     ffn_expand: float = 2.0
 
     def __post_init__(self) -> None:
+        self._check_sizes()
         levels = len(self.enc_blocks)
         if len(self.enc_kinds) != levels:
             raise ValueError("enc_kinds needs one entry per encoder level")
@@ -53,6 +86,26 @@ class DGNOConfig:
             if (self.width << level) % self.heads:
                 raise ValueError(f"width {self.width << level} at level {level} not divisible by heads")
         check_element_size(self.element_size, levels - 1)
+
+    def _check_sizes(self) -> None:
+        """Types and generous bounds of every size, before anything is derived from them."""
+        _check_int("in_channels", self.in_channels, 1, MAX_CHANNELS)
+        _check_int("width", self.width, 1, MAX_WIDTH)
+        for name in ("enc_blocks", "enc_kinds", "dec_layers"):
+            if not isinstance(getattr(self, name), (tuple, list)):
+                raise ValueError(f"{name} must be a list, got {getattr(self, name)!r}")
+        _check_int("number of encoder levels", len(self.enc_blocks), 2, MAX_LEVELS)
+        _check_counts("enc_blocks", self.enc_blocks)
+        _check_counts("dec_layers", self.dec_layers)
+        _check_int("heads", self.heads, 1, self.width)
+        _check_int("d_state", self.d_state, 1, MAX_D_STATE)
+        _check_real("ssm_expand", self.ssm_expand, 0.0, MAX_EXPAND)
+        _check_real("ffn_expand", self.ffn_expand, 0.0, MAX_EXPAND)
+        _check_real("tau_init", self.tau_init, -math.inf, math.inf)
+
+    def block_count(self) -> int:
+        """Encoder blocks plus decoder layers: each holds at least one parameter tensor."""
+        return sum(self.enc_blocks) + sum(self.dec_layers)
 
     @property
     def levels(self) -> int:
@@ -91,6 +144,23 @@ class NAFNetConfig:
     enc_blocks: tuple[int, ...] = (1, 1, 2)
     middle_blocks: int = 2
     dec_blocks: tuple[int, ...] = (1, 1, 1)
+
+    def __post_init__(self) -> None:
+        _check_int("in_channels", self.in_channels, 1, MAX_CHANNELS)
+        _check_int("width", self.width, 1, MAX_WIDTH)
+        for name in ("enc_blocks", "dec_blocks"):
+            if not isinstance(getattr(self, name), (tuple, list)):
+                raise ValueError(f"{name} must be a list, got {getattr(self, name)!r}")
+        _check_int("number of encoder levels", len(self.enc_blocks), 1, MAX_LEVELS)
+        if len(self.dec_blocks) != len(self.enc_blocks):
+            raise ValueError("dec_blocks needs one entry per encoder level")
+        _check_counts("enc_blocks", self.enc_blocks)
+        _check_int("middle_blocks", self.middle_blocks, 0, MAX_BLOCKS)
+        _check_counts("dec_blocks", self.dec_blocks)
+
+    def block_count(self) -> int:
+        """NAF blocks in all: each holds at least one parameter tensor."""
+        return sum(self.enc_blocks) + self.middle_blocks + sum(self.dec_blocks)
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel, QSpinBox, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLabel, QSpinBox, QVBoxLayout, QWidget
 
 from .. import __version__
 from ..errors import DGNOError, InputError
@@ -68,6 +68,7 @@ def output_layer_tuple(source: dict, result: np.ndarray, info: dict, requested: 
         "device": info.get("device"),
         "tile": info.get("tile"),
         "overlap": info.get("overlap"),
+        "self_ensemble": bool(info.get("self_ensemble", False)),
         "tiles_per_plane": info.get("tiles_per_plane"),
         "planes": info.get("planes"),
         "normalization": info.get("normalization"),
@@ -97,6 +98,7 @@ def deblur_layer(
     overlap="auto",
     progress=None,
     cancel=None,
+    self_ensemble: bool = False,
 ) -> napari.types.LayerDataTuple:
     """Deblur an image layer; returns the new layer as a LayerDataTuple (the input is not touched).
 
@@ -114,6 +116,7 @@ def deblur_layer(
         "device": device,
         "tile": tile,
         "overlap": overlap,
+        "self_ensemble": self_ensemble,
     }
     result = deblur(
         layer.data,
@@ -123,6 +126,7 @@ def deblur_layer(
         device=device,
         tile=tile,
         overlap=overlap,
+        self_ensemble=self_ensemble,
         progress=progress,
         cancel=cancel,
         info=info,
@@ -186,7 +190,7 @@ _annotate_command()
 
 
 class DeblurWidget(QWidget):
-    """Dock: pick a layer and a model, choose element size / flux / device / tiling, Run."""
+    """Dock: pick a layer and a model, choose element size / flux / device / tiling / ensemble, Run."""
 
     def __init__(self, napari_viewer: napari.Viewer):
         super().__init__()
@@ -217,6 +221,13 @@ class DeblurWidget(QWidget):
         self.tile.setToolTip("Tile side for large images (auto: whole plane when it fits)")
         self.overlap = AutoSpinBox(-1, 4096, 8, self)
         self.overlap.setToolTip("Overlap between tiles, blended smoothly (auto: ~1/8 of the tile)")
+        self.self_ensemble = QCheckBox("Self-ensemble (8 orientations, ~8x slower)", self)
+        self.self_ensemble.setChecked(False)
+        self.self_ensemble.setToolTip(
+            "Restore every tile in its 4 rotations and their mirror images and average the results "
+            "(mapped back): evens out orientation-dependent errors and the element grid's placement. "
+            "About 8x the time, same memory; typically about +0.1 dB PSNR"
+        )
 
         self.panel = RunPanel("Deblur", self)
 
@@ -230,6 +241,7 @@ class DeblurWidget(QWidget):
         form.addRow("", self.detected)
         form.addRow("tile", self.tile)
         form.addRow("overlap", self.overlap)
+        form.addRow("", self.self_ensemble)
         box = QVBoxLayout(self)
         box.addLayout(form)
         box.addWidget(self.panel)
@@ -292,6 +304,7 @@ class DeblurWidget(QWidget):
             "device": self.device.value(),
             "tile": self.tile.auto_value(),
             "overlap": self.overlap.auto_value(),
+            "self_ensemble": self.self_ensemble.isChecked(),
         }
 
     def run(self) -> JobHandle | None:
@@ -325,6 +338,7 @@ class DeblurWidget(QWidget):
                 device=s["device"],
                 tile=s["tile"],
                 overlap=s["overlap"],
+                self_ensemble=s["self_ensemble"],
                 progress=progress,
                 cancel=cancel,
                 info=info,
@@ -342,7 +356,8 @@ class DeblurWidget(QWidget):
         info = kwargs["metadata"][METADATA_KEY]
         self.panel.show_message(
             f"added '{layer.name}' ({info['model']}, {info['flux']} @ {info['element_size']} px, "
-            f"{info['device']}, {info['seconds']:.1f} s)"
+            f"{info['device']}{', ×8 self-ensemble' if info.get('self_ensemble') else ''}, "
+            f"{info['seconds']:.1f} s)"
         )
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt API)
