@@ -219,3 +219,12 @@ def test_cli_bench(quick_report, monkeypatch, tmp_path, capsys):
     assert kwargs["quick"] is True and kwargs["element_sweep"] == bench_run.ELEMENT_SWEEP
     assert "Blurred input" in capsys.readouterr().out
     assert cli.main(["bench", "--models", "no-equals-sign"]) == 2
+
+
+def test_training_steps_add_up_every_stage_of_a_fine_tuned_model():
+    from napari_dgno.bench.run import training_steps
+
+    assert training_steps({"training": {"steps": 2000}}) == 2000
+    staged = {"training": {"steps": 1200, "base_training": {"steps": 2000}}}
+    assert training_steps(staged) == 3200
+    assert training_steps({}) is None and training_steps({"training": {}}) is None

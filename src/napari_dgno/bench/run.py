@@ -356,7 +356,9 @@ def _network_row(
     if evaluate.items:  # warm-up: the first call pays for allocations and kernel selection
         restore(evaluate.items[0])
     e = model.element_size if element_size is None else element_size
-    settings = f"{model.name}" + (f", E = {e} px, flux {model.flux}" if e is not None else "")
+    steps = training_steps(model.meta)
+    settings = f"{model.name}" + (f" ({steps} steps)" if steps else "")
+    settings += f", E = {e} px, flux {model.flux}" if e is not None else ""
     if self_ensemble:
         settings += ", self-ensemble (8 rotations / mirror images averaged)"
     gmacs = _gmacs(model.net, element_size)
@@ -368,6 +370,18 @@ def _network_row(
         params_m=count_parameters(model.net) / 1e6,
         gmacs=gmacs * 8 if gmacs is not None and self_ensemble else gmacs,  # 8 passes per image
     )
+
+
+def training_steps(meta: dict) -> int | None:
+    """Optimizer steps behind a checkpoint, over every stage it was fine-tuned through (None: unknown).
+
+    Why: rows compare models trained for different budgets; the table should say so.
+    """
+    total, training = 0, (meta or {}).get("training")
+    while isinstance(training, dict) and isinstance(training.get("steps"), int):
+        total += training["steps"]
+        training = training.get("base_training")
+    return total or None
 
 
 def _sweep_rows(evaluate: _Evaluator, loaded: dict, sweep, sweep_model: str | None) -> list[BenchRow]:
