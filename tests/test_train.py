@@ -178,3 +178,10 @@ def test_smoke_config_runs_the_real_recipe(tmp_path):
     _, meta = load_checkpoint(stem)
     assert meta["training"]["data"]["source"] == "synthetic"
     assert np.isfinite(meta["metrics"]["psnr"])
+
+
+def test_a_config_without_a_name_is_named_after_its_file(tmp_path):
+    path = tmp_path / "my-microscope.yaml"
+    path.write_text("steps: 3\n")
+    assert TrainConfig.from_yaml(path).name == "my-microscope"
+    assert TrainConfig.from_yaml(path, name="other").name == "other"

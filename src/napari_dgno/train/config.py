@@ -41,7 +41,9 @@ class TrainConfig:
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides) -> TrainConfig:
         data = yaml.safe_load(Path(path).read_text()) or {}
-        return cls.from_dict({**data, **overrides})
+        # Unnamed runs are named after their file: never after the default model, whose run
+        # folder they would otherwise share.
+        return cls.from_dict({"name": Path(path).stem, **data, **overrides})
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
