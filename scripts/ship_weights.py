@@ -1,6 +1,6 @@
 """Copy a trained run into src/napari_dgno/weights/ under its shipped name, with its whole lineage.
 
-A model made in stages (e.g. configs/dgno-small-face.yaml, then configs/dgno-small-face-finetune.yaml
+A model made in stages (e.g. configs/dgno-small-face.yaml, then configs/dgno-small-face-ft.yaml
 from its result) ships one JSON whose ``training`` is the last stage's record and whose
 ``training.base_training`` is the record of the stage it started from (and so on back), and one
 ``*.train.log`` with every stage's log in order. Nothing is retrained or recomputed here.
