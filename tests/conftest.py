@@ -3,9 +3,11 @@
 import os
 import time
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import settings
+from scipy.ndimage import gaussian_filter
 
 from napari_dgno.io.checkpoint import save_checkpoint
 from napari_dgno.model import build_model, preset_config
@@ -63,6 +65,43 @@ def notifications(monkeypatch):
     for level in ("info", "warning", "error"):
         monkeypatch.setattr(nt, f"show_{level}", lambda msg, _lvl=level: seen.append((_lvl, msg)))
     return seen
+
+
+class Identity(torch.nn.Module):
+    """Returns its input: deblur must then give back the input exactly, in the input's units."""
+
+    def __init__(self, multiple=8):
+        super().__init__()
+        self.multiple, self.calls, self.shapes = multiple, 0, []
+
+    def pad_multiple(self, element_size=None):
+        return self.multiple
+
+    def forward(self, x, element_size=None, flux=None):
+        self.calls += 1
+        self.shapes.append(tuple(x.shape[-2:]))
+        return x
+
+
+def smooth(shape, sigma=6, seed=0, scale=1000.0):
+    """A smooth test image in [0, scale]."""
+    img = gaussian_filter(np.random.default_rng(seed).random(shape), sigma)
+    return ((img - img.min()) / (img.max() - img.min()) * scale).astype(np.float32)
+
+
+@pytest.fixture
+def deblur_calls(monkeypatch):
+    """The keyword arguments of every ``engine.deblur`` call (which still runs), in order."""
+    from napari_dgno.inference import engine
+
+    calls, real = [], engine.deblur
+
+    def spy(image, model=None, **kwargs):
+        calls.append(kwargs)
+        return real(image, model, **kwargs)
+
+    monkeypatch.setattr(engine, "deblur", spy)
+    return calls
 
 
 class SlowNet(torch.nn.Module):

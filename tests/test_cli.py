@@ -234,25 +234,17 @@ def test_flux_without_model_picks_the_shipped_model_with_that_flux(capsys, tmp_p
     assert code == 0 and "with model tiny-face (E=8, flux=p0dg)" in err  # none ships: default + flux
 
 
-def test_self_ensemble_flag_reaches_deblur(capsys, tmp_path, checkpoint, user_dir, monkeypatch):
+def test_self_ensemble_flag_reaches_deblur(capsys, tmp_path, checkpoint, user_dir, monkeypatch, deblur_calls):
     from napari_dgno import batch
 
     src = tmp_path / "small.tif"
     tifffile.imwrite(src, (np.random.default_rng(4).random((64, 80)) * 4095).astype(np.uint16))
-    seen = []
-    real = engine.deblur
-
-    def spy(image, model=None, **kwargs):
-        seen.append(kwargs.get("self_ensemble"))
-        return real(image, model, **kwargs)
-
-    monkeypatch.setattr(engine, "deblur", spy)
     argv = ["deblur", src, "-o", tmp_path / "a.tif", "--model", checkpoint, "-q"]
     code, _, err = run(capsys, *argv, "--self-ensemble")
     assert code == 0, err
     code, _, err = run(capsys, "deblur", src, "-o", tmp_path / "b.tif", "--model", checkpoint, "-q")
     assert code == 0, err
-    assert seen == [True, False]
+    assert [k.get("self_ensemble") for k in deblur_calls] == [True, False]
     assert not np.array_equal(tifffile.imread(tmp_path / "a.tif"), tifffile.imread(tmp_path / "b.tif"))
 
     calls = []  # a batch (a folder) hands it to deblur_files

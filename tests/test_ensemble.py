@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from scipy.ndimage import gaussian_filter
-from torch import nn
 
+from conftest import Identity, smooth
 from napari_dgno.errors import Cancelled
 from napari_dgno.inference import deblur, deblur_to, dihedral_average
 
@@ -92,25 +91,6 @@ def test_non_square_inputs_keep_their_shape_and_run_sequentially(shape):
 
 # --------------------------------------------------------------------------------------------------
 # in the engine
-
-
-class Identity(nn.Module):
-    def __init__(self, multiple=8):
-        super().__init__()
-        self.multiple, self.calls, self.shapes = multiple, 0, []
-
-    def pad_multiple(self, element_size=None):
-        return self.multiple
-
-    def forward(self, x, element_size=None, flux=None):
-        self.calls += 1
-        self.shapes.append(tuple(x.shape[-2:]))
-        return x
-
-
-def smooth(shape, sigma=6, seed=0, scale=1000.0):
-    img = gaussian_filter(np.random.default_rng(seed).random(shape), sigma)
-    return ((img - img.min()) / (img.max() - img.min()) * scale).astype(np.float32)
 
 
 def test_deblur_with_self_ensemble(tiny):

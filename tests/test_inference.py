@@ -9,9 +9,8 @@ import pytest
 import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from scipy.ndimage import gaussian_filter
-from torch import nn
 
+from conftest import Identity, smooth
 from napari_dgno.errors import Cancelled, CheckpointError, DGNOError, InputError
 from napari_dgno.inference import (
     autocast_context,
@@ -30,32 +29,11 @@ from napari_dgno.io import save_checkpoint
 from napari_dgno.model import NAFNetConfig, build_model
 
 
-class Identity(nn.Module):
-    """Returns its input: deblur must then give back the input exactly, in the input's units."""
-
-    def __init__(self, multiple=8):
-        super().__init__()
-        self.multiple, self.calls, self.shapes = multiple, 0, []
-
-    def pad_multiple(self, element_size=None):
-        return self.multiple
-
-    def forward(self, x, element_size=None, flux=None):
-        self.calls += 1
-        self.shapes.append(tuple(x.shape[-2:]))
-        return x
-
-
 class TileMean(Identity):
     """Adds the tile's own mean: maximally context-dependent, so hard tile borders would step."""
 
     def forward(self, x, element_size=None, flux=None):
         return x + 5 * x.mean()
-
-
-def smooth(shape, sigma=6, seed=0, scale=1000.0):
-    img = gaussian_filter(np.random.default_rng(seed).random(shape), sigma)
-    return ((img - img.min()) / (img.max() - img.min()) * scale).astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------------

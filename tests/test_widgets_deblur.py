@@ -104,18 +104,9 @@ def test_dask_layer(make_napari_viewer, qtbot, tiny_model):
     np.testing.assert_allclose(out.data, expected, rtol=1e-4, atol=1e-2)
 
 
-def test_self_ensemble_checkbox_passes_through(make_napari_viewer, qtbot, tiny_model, monkeypatch):
-    from napari_dgno.inference import engine
+def test_self_ensemble_checkbox_passes_through(make_napari_viewer, qtbot, tiny_model, deblur_calls):
     from napari_dgno.widgets import deblur_layer
 
-    seen = []
-    real = engine.deblur
-
-    def spy(image, model=None, **kwargs):
-        seen.append(kwargs.get("self_ensemble"))
-        return real(image, model, **kwargs)
-
-    monkeypatch.setattr(engine, "deblur", spy)
     viewer = make_napari_viewer()
     image = viewer.add_image(np.random.default_rng(5).random((40, 48)).astype(np.float32), name="img")
     widget = make_widget(viewer, tiny_model)
@@ -133,10 +124,13 @@ def test_self_ensemble_checkbox_passes_through(make_napari_viewer, qtbot, tiny_m
     settings = viewer.layers["img deblurred"].metadata["napari_dgno"]
     assert settings["self_ensemble"] is True and settings["requested"]["self_ensemble"] is True
     assert "self-ensemble" in widget.panel.status.text()
-    assert seen == [False, True]
+    assert [k.get("self_ensemble") for k in deblur_calls] == [False, True]
 
     _, kwargs, _ = deblur_layer(image, tiny_model, self_ensemble=True)  # the scriptable function too
-    assert seen[-1] is True and kwargs["metadata"]["napari_dgno"]["self_ensemble"] is True
+    assert (
+        deblur_calls[-1]["self_ensemble"] is True
+        and kwargs["metadata"]["napari_dgno"]["self_ensemble"] is True
+    )
 
 
 def test_cancel_mid_run_adds_no_layer(make_napari_viewer, qtbot, tiny_model, slow_net):
