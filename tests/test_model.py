@@ -24,7 +24,7 @@ def _scan_inputs(b=2, d=5, n=4, length=37):
 
 
 @pytest.mark.parametrize("length", [1, 2, 7, 64, 37])
-def test_parallel_scan_matches_sequential_outputs_and_gradients(length):
+def test_fast_scan_matches_the_per_step_loop_in_outputs_and_gradients(length):
     inputs = _scan_inputs(length=length)
     fast = selective_scan(*inputs[:6], delta_bias=inputs[6])
     grads_fast = torch.autograd.grad(fast.pow(2).sum(), inputs, materialize_grads=True)

@@ -77,7 +77,32 @@ def add_parser(subparsers) -> None:
                        help="also run sizes up to this in memory and compare (default 2048)")  # fmt: skip
     scale.add_argument("--max-seconds", type=float, metavar="S",
                        help="skip sizes predicted to take longer, reporting the extrapolation")  # fmt: skip
+    speed = p.add_argument_group(
+        "speed (--speed)",
+        "Mpx/s at 512² and 2048² (whole image and auto tiles), seconds per training step, peak RSS, "
+        "threads, the fixed cost of one `dgno deblur` call and the slowdown with one core busy, for "
+        "the shipped default (or --model), the NAFNet baseline (--baseline-dir) and RL-10; writes "
+        "DIR/speed.md and DIR/speed.json with --out. Run it on a quiet machine.",
+    )
+    speed.add_argument("--speed", action="store_true", help="run the speed benchmark instead")
     p.set_defaults(func=run)
+
+
+def run_speed_command(args, log) -> int:
+    from napari_dgno.bench.run import find_baseline
+    from napari_dgno.bench.speed import run_speed, to_markdown
+    from napari_dgno.inference.engine import default_model_name, locate_model
+
+    name = args.model or default_model_name()
+    models = {f"DGNO {name}": str(locate_model(name))}
+    nafnet = find_baseline("baseline-nafnet", args.baseline_dir) if args.baseline_dir else None
+    if nafnet is not None:
+        models["NAFNet baseline"] = str(nafnet)
+    else:
+        log("no NAFNet baseline (pass --baseline-dir benchmarks/baselines): its row is left out")
+    report = run_speed(models, out=args.out, log=log)
+    print(to_markdown(report), end="")
+    return 0
 
 
 def run_scale_command(args, log) -> int:
@@ -112,6 +137,8 @@ def run(args) -> int:
 
     if args.scale:
         return run_scale_command(args, log)
+    if args.speed:
+        return run_speed_command(args, log)
     if args.train_baselines:
         train_baselines(args.baseline_dir, log=log)
     models = {**default_models(args.baseline_dir), **dict(args.models)}

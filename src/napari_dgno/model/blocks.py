@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
 class LayerNorm2d(nn.Module):
-    """LayerNorm over channels of a (B, C, H, W) tensor."""
+    """LayerNorm over channels of a (B, C, H, W) tensor.
+
+    Why through a permute: the networks run channels-last, where (B, H, W, C) is the contiguous view
+    and ``F.layer_norm`` is one fused kernel instead of five passes over the tensor.
+    """
 
     def __init__(self, channels: int, eps: float = 1e-6):
         super().__init__()
@@ -16,10 +21,63 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(1, keepdim=True)
-        var = (x - mean).pow(2).mean(1, keepdim=True)
-        x = (x - mean) / torch.sqrt(var + self.eps)
-        return x * self.weight[:, None, None] + self.bias[:, None, None]
+        y = F.layer_norm(x.permute(0, 2, 3, 1), x.shape[1:2], self.weight, self.bias, self.eps)
+        return y.permute(0, 3, 1, 2)
+
+
+def _box_sum(x: torch.Tensor, dim: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sums over a centred window of ``size`` along ``dim`` (clipped at the ends), and the counts."""
+    n = x.shape[dim]
+    idx = torch.arange(n, device=x.device)
+    hi = torch.clamp(idx + size - size // 2, max=n)
+    lo = torch.clamp(idx - size // 2, min=0)
+    zero = torch.zeros_like(x.narrow(dim, 0, 1))
+    c = torch.cat([zero, torch.cumsum(x, dim)], dim)
+    return c.index_select(dim, hi) - c.index_select(dim, lo), (hi - lo).to(x.dtype)
+
+
+def local_mean(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Mean over the ``size`` x ``size`` box around each pixel, clipped at the border.
+
+    Why: NAFNet's channel attention pools the whole image, so a pixel's result depends on the whole
+    input (tile size, field of view). A bounded box keeps the statistic local, the idea of its
+    authors' test-time local converter, built into training. Prefix sums make it O(1) per pixel.
+    """
+    s, count_h = _box_sum(x, -2, size)
+    s, count_w = _box_sum(s, -1, size)
+    return s / (count_h[:, None] * count_w[None, :])
+
+
+class CoarseLocalMean(nn.Module):
+    """``local_mean`` over ``size`` tokens, computed on a grid ``size / 8`` times coarser.
+
+    Why coarse: the statistic is smooth by construction, so averaging 8x8 cells of the grid and
+    interpolating back costs two passes over the full-resolution tensor instead of eight, with the
+    same bounded reach. Cells sit on the image grid, so grid-aligned tiles see the same cells.
+    """
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.stride = max(1, size // 8)
+        self.size = max(1, size // self.stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride > 1:
+            x = F.avg_pool2d(x, self.stride)
+        return local_mean(x, self.size)
+
+
+class Interpolate(nn.Module):
+    """Bilinear upsampling by an integer factor (identity for 1)."""
+
+    def __init__(self, factor: int):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.factor == 1:
+            return x
+        return F.interpolate(x, scale_factor=self.factor, mode="bilinear", align_corners=False)
 
 
 class SimpleGate(nn.Module):
@@ -31,16 +89,25 @@ class SimpleGate(nn.Module):
 
 
 class NAFBlock(nn.Module):
-    """NAFNet block: depthwise conv + simple gate + simplified channel attention, then a gated FFN."""
+    """NAFNet block: depthwise conv + simple gate + simplified channel attention, then a gated FFN.
 
-    def __init__(self, channels: int, expand: int = 2):
+    ``pool`` is the side (in tokens) of the neighbourhood the channel attention averages over; 0
+    pools the whole image, as NAFNet does.
+    """
+
+    def __init__(self, channels: int, expand: int = 2, pool: int = 0):
         super().__init__()
         hidden = channels * expand
         self.norm1 = LayerNorm2d(channels)
         self.conv1 = nn.Conv2d(channels, hidden, 1)
         self.dwconv = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
         self.gate = SimpleGate()
-        self.attention = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(hidden // 2, hidden // 2, 1))
+        conv = nn.Conv2d(hidden // 2, hidden // 2, 1)
+        if pool:  # the channel mix is linear, so it runs on the coarse grid before interpolating back
+            mean = CoarseLocalMean(pool)
+            self.attention = nn.Sequential(mean, conv, Interpolate(mean.stride))
+        else:
+            self.attention = nn.Sequential(nn.AdaptiveAvgPool2d(1), conv)
         self.conv2 = nn.Conv2d(hidden // 2, channels, 1)
         self.norm2 = LayerNorm2d(channels)
         self.ffn1 = nn.Conv2d(channels, hidden, 1)
@@ -82,13 +149,30 @@ class Downsample(nn.Module):
         return self.conv(x)
 
 
-class Upsample(nn.Module):
-    """Double the resolution and halve the channels (1x1 conv + pixel shuffle)."""
+RESAMPLE_MODES = ("shuffle", "bilinear")
 
-    def __init__(self, channels: int):
+
+class Upsample(nn.Module):
+    """Double the resolution and halve the channels.
+
+    ``shuffle`` (1x1 conv + pixel shuffle) gives each of the four sub-pixel phases its own weights,
+    and a trained network prints that 2-px period, compounded over levels into 4- and 8-px textures.
+    ``bilinear`` interpolates first and mixes channels after, so every phase is treated alike.
+    """
+
+    def __init__(self, channels: int, mode: str = "shuffle"):
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels * 2, 1)
-        self.shuffle = nn.PixelShuffle(2)
+        if mode not in RESAMPLE_MODES:
+            raise ValueError(f"upsampling must be one of {RESAMPLE_MODES}, got {mode!r}")
+        self.mode = mode
+        if mode == "shuffle":
+            self.conv = nn.Conv2d(channels, channels * 2, 1)
+            self.shuffle = nn.PixelShuffle(2)
+        else:
+            self.conv = nn.Conv2d(channels, channels // 2, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.shuffle(self.conv(x))
+        if self.mode == "shuffle":
+            return self.shuffle(self.conv(x))
+        # Mixing channels before interpolating costs 4x less and is the same linear map.
+        return F.interpolate(self.conv(x), scale_factor=2, mode="bilinear", align_corners=False)

@@ -39,6 +39,24 @@ def face_operators(k: torch.Tensor, v: torch.Tensor, rows: int, cols: int) -> di
     return {name: galerkin_operator(k[..., r, c, :], v[..., r, c, :]) for name, (r, c) in lines.items()}
 
 
+def element_attention_reference(attn, x: torch.Tensor, element_size: int, level: int, flux=None):
+    """``ElementAttention.forward`` written the obvious way: per-head tensors cut into elements,
+    ``layer_norm`` per head, one operator per element and head. Slow; the tests compare against it."""
+    b, c, h, w = x.shape
+    rows, cols = element_tokens(element_size, level, h, w)
+    q, k, v = attn.qkv(x).reshape(b, 3, attn.heads, attn.head_dim, h, w).unbind(1)
+    q, k, v = (to_elements(t, rows, cols) for t in (q, k, v))
+    k, v = attn.k_norm(k), attn.v_norm(v)
+    volume = galerkin_operator(k, v)
+    flux = attn.flux if flux is None else flux
+    if flux == "none":
+        total = volume
+    else:
+        faces = face_operators(k, v, rows, cols) if flux == "face" else None
+        total = volume + flux_field(volume, faces, attn.tau, attn.flux_mode)
+    return attn.proj(from_elements(q @ total, rows, cols).reshape(b, c, h, w))
+
+
 def numerical_flux(left: torch.Tensor, right: torch.Tensor, tau: torch.Tensor, mode: str):
     """The flux F through a face, given the operators on its two sides."""
     if mode == "jump":
@@ -85,8 +103,20 @@ class HeadNorm(nn.Module):
         return x * self.weight.view(view) + self.bias.view(view)
 
 
+def _head_blocks(channels: int, width: int, like: torch.Tensor) -> torch.Tensor:
+    """(channels x channels) block-diagonal matrix averaging each run of ``width`` channels."""
+    heads = channels // width
+    block = torch.full((width, width), 1.0 / width, dtype=like.dtype, device=like.device)
+    return torch.block_diag(*([block] * heads))
+
+
 class ElementAttention(nn.Module):
-    """q · K_final for every element: the volume operator plus the interface flux."""
+    """q · K_final for every element: the volume operator plus the interface flux.
+
+    Runs on channels-last features: q, k and v come out of one (B, H, W, 3C) tensor by one permute
+    into element layout, and the result goes back by one permute, so the layers around it stay
+    channels-last (mixing layouts makes every convolution after it 2-4x slower).
+    """
 
     def __init__(
         self,
@@ -105,30 +135,83 @@ class ElementAttention(nn.Module):
         self.tau = nn.Parameter(torch.tensor(float(tau_init)))
         self.proj = nn.Conv2d(channels, channels, 1)
 
+    def _qkv_weights(self, c: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The qkv convolution with k and v centred per head. Centring is linear, so it folds into
+        the weights: LN(k) then needs only a variance, not a mean, at every pixel."""
+        weight, bias = self.qkv.weight.flatten(1), self.qkv.bias
+        centre = torch.eye(2 * c, dtype=weight.dtype, device=weight.device)
+        centre = centre - _head_blocks(2 * c, self.head_dim, weight)
+        weight = torch.cat([weight[:c], centre @ weight[c:]])
+        bias = torch.cat([bias[:c], centre @ bias[c:]])
+        return weight[:, :, None, None], bias
+
+    def _normalise(self, kv: torch.Tensor) -> torch.Tensor:
+        """LN(k), LN(v) per head for centred (..., 2C) tokens: the variance is one product with a
+        block-diagonal averaging matrix (heads are 2-16 channels, too short for ``layer_norm``)."""
+        shape = kv.shape
+        squares = kv.square().reshape(-1, shape[-1])
+        eps = torch.full((1,), self.k_norm.eps, dtype=kv.dtype, device=kv.device)
+        scale = torch.addmm(eps, squares, _head_blocks(shape[-1], self.head_dim, kv)).rsqrt_()
+        gain = torch.cat([self.k_norm.weight.flatten(), self.v_norm.weight.flatten()])
+        shift = torch.cat([self.k_norm.bias.flatten(), self.v_norm.bias.flatten()])
+        return torch.addcmul(shift, kv * scale.view(shape), gain)
+
+    def _per_head(self, full: torch.Tensor) -> torch.Tensor:
+        """The diagonal (head, head) blocks of channel x channel products: (N, C, C) -> (N, heads, d, d)."""
+        n, heads, d = full.shape[0], self.heads, self.head_dim
+        return full.view(n, heads, d, heads, d).diagonal(dim1=1, dim2=3).permute(0, 3, 1, 2)
+
     def operators(self, x: torch.Tensor, element_size: int, level: int, flux: str | None = None):
-        """(q, K_volume, K_flux, block) in element layout; exposed for tests and kernel overlays."""
+        """(q, K_volume, K_flux, block) for every element; exposed for tests and kernel overlays.
+
+        The operators are (B, heads, nh, nw, d, d); q is (B * nh * nw, rows * cols, C), token-major
+        per element. Why whole channels and not heads in the token layout: cutting a head's 2-16
+        channels out of every pixel is a copy with tiny contiguous runs; here elements move as rows
+        of ``cols x 3C`` values, and the per-head products are the diagonal blocks of C x C ones
+        (a few more multiply-adds on matrices that are tiny anyway).
+        """
         b, c, h, w = x.shape
         rows, cols = element_tokens(element_size, level, h, w)
-        q, k, v = self.qkv(x).reshape(b, 3, self.heads, self.head_dim, h, w).unbind(1)
-        q, k, v = (to_elements(t, rows, cols) for t in (q, k, v))
-        k, v = self.k_norm(k), self.v_norm(v)
-        volume = galerkin_operator(k, v)
+        nh, nw, heads, d = h // rows, w // cols, self.heads, self.head_dim
+        qkv = F.conv2d(x, *self._qkv_weights(c)).permute(0, 2, 3, 1)
+        qkv = qkv.reshape(b, nh, rows, nw, cols, 3 * c).transpose(2, 3).reshape(-1, rows, cols, 3 * c)
+        q, kv = qkv.split([c, 2 * c], dim=-1)
+        k, v = self._normalise(kv).split(c, dim=-1)
+
+        def operator(k, v):  # (N, ..., C) tokens -> (B, heads, nh, nw, d, d)
+            k, v = k.reshape(k.shape[0], -1, c), v.reshape(v.shape[0], -1, c)
+            ops = self._per_head(k.transpose(1, 2) @ v) / k.shape[1]
+            return ops.reshape(b, nh, nw, heads, d, d).permute(0, 3, 1, 2, 4, 5)
+
+        volume = operator(k, v)
         flux = self.flux if flux is None else flux
         if flux == "none":
             flux_term = torch.zeros_like(volume)
         elif flux == "p0dg":
             flux_term = flux_field(volume, None, self.tau, self.flux_mode)
         elif flux == "face":
-            flux_term = flux_field(volume, face_operators(k, v, rows, cols), self.tau, self.flux_mode)
+            lines = {
+                "left": (slice(None), slice(None), 0),
+                "right": (slice(None), slice(None), cols - 1),
+                "top": (slice(None), 0),
+                "bottom": (slice(None), rows - 1),
+            }
+            faces = {name: operator(k[line], v[line]) for name, line in lines.items()}
+            flux_term = flux_field(volume, faces, self.tau, self.flux_mode)
         else:
             raise ValueError(f"unknown flux variant {flux!r}")
-        return q, volume, flux_term, (rows, cols)
+        return q.reshape(b * nh * nw, rows * cols, c), volume, flux_term, (rows, cols)
 
     def forward(self, x, element_size: int, level: int, flux: str | None = None):
         b, c, h, w = x.shape
         q, volume, flux_term, (rows, cols) = self.operators(x, element_size, level, flux)
-        out = from_elements(q @ (volume + flux_term), rows, cols).reshape(b, c, h, w)
-        return self.proj(out)
+        nh, nw, heads, d = h // rows, w // cols, self.heads, self.head_dim
+        # K_final per element as a block-diagonal C x C matrix, so q · K is one batched product.
+        k_final = (volume + flux_term).permute(0, 2, 3, 1, 4, 5).reshape(-1, heads, d, 1, d)
+        eye = torch.eye(heads, dtype=x.dtype, device=x.device).view(1, heads, 1, heads, 1)
+        out = q @ (k_final * eye).reshape(-1, c, c)
+        out = out.reshape(b, nh, nw, rows, cols, c).transpose(2, 3).reshape(b, h, w, c)
+        return self.proj(out.permute(0, 3, 1, 2))
 
 
 class DGLayer(nn.Module):

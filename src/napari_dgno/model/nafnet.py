@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -14,25 +16,27 @@ class NAFNet(nn.Module):
     def __init__(self, config: NAFNetConfig):
         super().__init__()
         self.config = config
-        c = config.width
+        c, levels = config.width, len(config.enc_blocks)
+        pools = [max(1, config.pool_window >> i) if config.pool_window else 0 for i in range(levels + 1)]
         self.intro = nn.Conv2d(config.in_channels, c, 3, padding=1)
         self.encoders, self.downs = nn.ModuleList(), nn.ModuleList()
-        for n in config.enc_blocks:
-            self.encoders.append(nn.Sequential(*(NAFBlock(c) for _ in range(n))))
+        for level, n in enumerate(config.enc_blocks):
+            self.encoders.append(nn.Sequential(*(NAFBlock(c, pool=pools[level]) for _ in range(n))))
             self.downs.append(Downsample(c))
             c *= 2
-        self.middle = nn.Sequential(*(NAFBlock(c) for _ in range(config.middle_blocks)))
+        self.middle = nn.Sequential(*(NAFBlock(c, pool=pools[levels]) for _ in range(config.middle_blocks)))
         self.ups, self.decoders = nn.ModuleList(), nn.ModuleList()
-        for n in config.dec_blocks:
-            self.ups.append(Upsample(c))
+        for level, n in zip(reversed(range(levels)), config.dec_blocks, strict=True):
+            self.ups.append(Upsample(c, config.upsample))
             c //= 2
-            self.decoders.append(nn.Sequential(*(NAFBlock(c) for _ in range(n))))
+            self.decoders.append(nn.Sequential(*(NAFBlock(c, pool=pools[level]) for _ in range(n))))
         self.ending = nn.Conv2d(c, config.in_channels, 3, padding=1)
 
     def pad_multiple(self, element_size: int | None = None) -> int:
-        return 1 << len(self.config.enc_blocks)
+        return math.lcm(1 << len(self.config.enc_blocks), self.config.pool_window or 1)
 
     def forward_multiscale(self, x, element_size=None, flux=None) -> list[torch.Tensor]:
+        x = x.contiguous(memory_format=torch.channels_last)  # 2-3x faster convolutions on CPU
         h, skips = self.intro(x), []
         for encoder, down in zip(self.encoders, self.downs, strict=True):
             h = encoder(h)
