@@ -704,7 +704,7 @@ def deblur(
         without elements.
     device: "auto", "cpu", "cuda", "cuda:N". With "auto", an already loaded model stays where it is;
         an explicit device moves it there (in place).
-    tile, overlap: pixels or "auto" (whole plane up to 768² on CPU / 2048² on GPU, else 768 px
+    tile, overlap: pixels or "auto" (whole plane up to 768² on CPU / 2048² on GPU, else 640 px
         tiles with ~1/8 overlap, at least 128 px). Both are rounded up to the network's grid. On GPU
         out-of-memory the tile is halved (down to 64 px) and the plane retried.
     progress: ``progress(done, total)`` after each tile; total = tiles per plane × planes (it grows

@@ -73,9 +73,14 @@ class DGNO(nn.Module):
         return pad_multiple(e, self.config.levels, self.config.scan_window)
 
     def forward_multiscale(
-        self, x: torch.Tensor, element_size: int | None = None, flux: str | None = None
+        self,
+        x: torch.Tensor,
+        element_size: int | None = None,
+        flux: str | None = None,
+        full_only: bool = False,
     ) -> list[torch.Tensor]:
-        """Outputs at 1/4, 1/2 and full resolution (coarse to fine), for padded-size input."""
+        """Outputs at 1/4, 1/2 and full resolution (coarse to fine), for padded-size input; with
+        ``full_only`` just the full-resolution one (inference: the coarse heads serve the loss)."""
         e = self.config.element_size if element_size is None else element_size
         check_element_size(e, self.config.levels - 1)
         m = self.pad_multiple(e)
@@ -97,7 +102,8 @@ class DGNO(nn.Module):
             h = self.fuses[i](torch.cat([self.ups[i](h), feats[i]], dim=1))
             for layer in self.decoders[i]:
                 h = layer(h, e, i, flux)
-            outputs.append(self.heads[i](h) + scales[i])
+            if i == 0 or not full_only:
+                outputs.append(self.heads[i](h) + scales[i])
         return outputs
 
     def forward(
@@ -110,4 +116,4 @@ class DGNO(nn.Module):
         if ph or pw:
             mode = "reflect" if ph < h and pw < w else "replicate"
             x = F.pad(x, (0, pw, 0, ph), mode=mode)
-        return self.forward_multiscale(x, element_size, flux)[-1][..., :h, :w]
+        return self.forward_multiscale(x, element_size, flux, full_only=True)[-1][..., :h, :w]
