@@ -14,7 +14,8 @@ import json
 import shutil
 from pathlib import Path
 
-from napari_dgno.io.checkpoint import atomic_file, checkpoint_paths, load_checkpoint
+from napari_dgno.io.atomic import atomic_file
+from napari_dgno.io.checkpoint import checkpoint_paths, load_checkpoint
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "napari_dgno" / "weights"
 

@@ -32,7 +32,9 @@ def main() -> None:
     deblur(rng.random((128, 128), dtype=np.float32), model)
     for size, tile in [(512, 512), (2048, "auto")]:
         image = rng.random((size, size), dtype=np.float32) * 4000
-        seconds = best_of(lambda image=image, tile=tile: deblur(image, model, tile=tile), 2 if size <= 512 else 1)
+        seconds = best_of(
+            lambda image=image, tile=tile: deblur(image, model, tile=tile), 2 if size <= 512 else 1
+        )
         print(f"{size}² tile={tile}: {seconds:.2f} s, {size * size / seconds / 1e6:.3f} Mpx/s")
     net = model.net.train()
     optimiser = torch.optim.AdamW(net.parameters(), lr=1e-4)

@@ -278,7 +278,7 @@ def test_interrupted_deblur_leaves_no_output_and_no_temporaries(tmp_path, checkp
 
 @pytest.mark.parametrize("how", ["unnamed file", "named temporary file", "copy where linking fails"])
 def test_atomic_file_appears_only_when_complete(tmp_path, monkeypatch, how):
-    from napari_dgno.io import checkpoint as ck
+    from napari_dgno.io import atomic as ck
 
     if how == "named temporary file":  # no O_TMPFILE here (macOS, NFS ...)
         monkeypatch.setattr(ck, "_anonymous_file", lambda folder: None)

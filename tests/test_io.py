@@ -193,7 +193,7 @@ def test_write_needs_an_existing_folder(tmp_path):
 def test_a_killed_writers_temporary_file_is_cleared_by_the_next_write(tmp_path, writer):
     """A named temporary that SIGKILL left (no clean-up runs) goes with the next write to the same
     file; a running writer's (here: this process's) stays."""
-    from napari_dgno.io.temporary import _host
+    from napari_dgno.io.atomic import _host
     from napari_dgno.io.tiff import tiff_writer
 
     dead = tmp_path / f".out.tif.{_host()}-{(1 << 22) + 1}.abcd1234.tmp"  # no process has that PID

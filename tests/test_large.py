@@ -242,7 +242,7 @@ def _leftover(folder, dest_name, owner, rand="abcd1234", suffix=".tmp", days_old
 def test_a_killed_writers_temporary_folders_are_cleared_by_the_next_write(tmp_path):
     """SIGKILL runs no clean-up: the next write to the same destination removes what a dead writer
     left, and nothing that a running writer (or another destination, or the user) owns."""
-    from napari_dgno.io.temporary import _host
+    from napari_dgno.io.atomic import _host
 
     host, name = _host(), "out.ome.zarr"
     gone = [

@@ -40,7 +40,7 @@ def run(args) -> int:
 
     from .inference import deblur, load_model
     from .io import write_tiff_atomic
-    from .io.checkpoint import atomic_path
+    from .io.atomic import atomic_path
     from .metrics import psnr_ssim
     from .samples import load_defocused_nuclei
 

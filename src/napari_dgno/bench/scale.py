@@ -248,7 +248,7 @@ def to_plain(report: ScaleReport) -> str:
 
 def write_scale_report(report: ScaleReport, out_dir: Path) -> tuple[Path, Path]:
     from napari_dgno.bench.report import _finite
-    from napari_dgno.io.checkpoint import atomic_path
+    from napari_dgno.io.atomic import atomic_path
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

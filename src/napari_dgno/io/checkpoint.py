@@ -12,14 +12,11 @@ third file, ``NAME.state.safetensors``; inference never reads it.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import hashlib
 import json
 import os
-import shutil
 import struct
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -29,7 +26,7 @@ from torch import nn
 from ..errors import CheckpointError
 from ..model import ARCHITECTURES, FLUX_VARIANTS, architecture_of, build_model, count_parameters
 from ..model.config import check_element_size
-from .temporary import clear_abandoned, hold_lock, temp_prefix
+from .atomic import atomic_path
 
 FORMAT = "napari-dgno-checkpoint"
 FORMAT_VERSION = 1
@@ -82,126 +79,6 @@ def _refuse_pickle(path: Path) -> None:
             f"refusing to load {path.name}: pickle checkpoints can run arbitrary code; "
             "napari-dgno loads only NAME.safetensors + NAME.json"
         )
-
-
-# ---------------------------------------------------------------------------------------------------
-# Atomic writing
-
-
-@contextlib.contextmanager
-def atomic_path(dest: str | os.PathLike):
-    """Yield a temporary path next to ``dest``; on success fsync it and rename it over ``dest``.
-
-    On any exception (KeyboardInterrupt included) the temporary file is removed and ``dest`` is left
-    exactly as it was. A temporary that a killed process left (SIGKILL runs no clean-up) is removed
-    by the next write to ``dest``; see :mod:`napari_dgno.io.temporary`.
-    """
-    dest = Path(dest)
-    clear_abandoned(dest)
-    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(dest), suffix=".tmp", dir=dest.parent)
-    if not hold_lock(fd):  # the lock lives as long as fd: kept open on POSIX, closed at once elsewhere
-        os.close(fd)
-        fd = None
-    tmp = Path(tmp)
-    try:
-        _set_new_file_mode(tmp)
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    finally:
-        if fd is not None:
-            os.close(fd)
-    _fsync_dir(dest.parent)
-
-
-def _set_new_file_mode(path: Path) -> None:
-    """The mode ``open()`` would give (0o666 less the umask): mkstemp's 0o600 would hide results
-    and models from the user's group on a shared server. Linux reads the umask from /proc."""
-    with contextlib.suppress(OSError, ValueError, StopIteration):
-        with open("/proc/self/status", encoding="ascii") as f:
-            umask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
-        os.chmod(path, 0o666 & ~umask)
-
-
-def _anonymous_file(folder: Path) -> int | None:
-    """An unnamed file in ``folder`` (Linux ``O_TMPFILE``), or None where that is not supported.
-
-    Why: a process killed with SIGKILL (the OOM killer, a batch scheduler) runs no clean-up, so a
-    named temporary file that a long streamed write fills would stay behind, gigabytes large. The
-    kernel frees an unnamed file when its last descriptor closes; it gets a name once complete.
-    """
-    flag = getattr(os, "O_TMPFILE", None)
-    if flag is None or not os.path.isdir("/proc/self/fd"):
-        return None
-    try:
-        return os.open(folder, flag | os.O_RDWR, 0o666)  # the umask applies, as for any new file
-    except OSError:  # the file system cannot (NFS, some FUSE mounts): use a named temporary file
-        return None
-
-
-def _name_anonymous(f, name: Path) -> None:
-    """Give the unnamed file ``f`` the name ``name``; copy it there where linking is refused."""
-    folder = os.open(name.parent, os.O_RDONLY)
-    try:  # a dst_dir_fd makes os.link use linkat(AT_SYMLINK_FOLLOW), which /proc/self/fd/N needs
-        os.link(f"/proc/self/fd/{f.fileno()}", name.name, dst_dir_fd=folder, follow_symlinks=True)
-        return
-    except OSError:
-        pass
-    finally:
-        os.close(folder)
-    f.seek(0)
-    with open(name, "wb") as out:
-        shutil.copyfileobj(f, out, 1 << 20)
-        out.flush()
-        os.fsync(out.fileno())
-
-
-@contextlib.contextmanager
-def atomic_file(dest: str | os.PathLike):
-    """Yield a binary file (``w+b``) that appears at ``dest`` only once complete, like
-    :func:`atomic_path`, for writers that take a file object and run long (streamed results).
-
-    On Linux the file has no name while it is written, so not even SIGKILL leaves it behind (only
-    the instant between naming it and renaming it over ``dest`` is not covered; the next write to
-    ``dest`` clears what such a kill leaves). Elsewhere it is a hidden ``.NAME.*.tmp`` file, removed
-    on any exception, and by the next write after a kill (see :func:`atomic_path`).
-    """
-    dest = Path(dest)
-    fd = _anonymous_file(dest.parent)
-    if fd is None:
-        with atomic_path(dest) as tmp, open(tmp, "w+b") as f:
-            yield f
-        return
-    clear_abandoned(dest)
-    with os.fdopen(fd, "w+b") as f:
-        f.raw.name = str(dest)  # writers (tifffile) want a str name, not the descriptor number
-        yield f
-        f.flush()
-        os.fsync(f.fileno())
-        hold_lock(f.fileno())  # for the instant it has a name: see napari_dgno.io.temporary
-        name = dest.with_name(f"{temp_prefix(dest)}{fd}.tmp")
-        try:
-            name.unlink(missing_ok=True)
-            _name_anonymous(f, name)
-            os.replace(name, dest)
-        except BaseException:
-            name.unlink(missing_ok=True)
-            raise
-    _fsync_dir(dest.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename itself durable; not possible on every platform (Windows), hence best effort.
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _sha256(path: Path) -> str:
@@ -488,7 +365,8 @@ def _check_network_fits(meta: dict, meta_path: Path, weights_path: Path) -> None
 
 
 def load_checkpoint(path: str | os.PathLike, device="cpu") -> tuple[nn.Module, dict]:
-    """Build the network described by the JSON and load its tensors; ``(model in eval mode, meta)``.
+    """Build the network described by the JSON and load its tensors; ``(model in eval mode, meta)``
+    on ``device``, a torch device (or its name) the caller has resolved (``inference.devices``).
 
     Accepts ``NAME.safetensors``, ``NAME.json`` or ``NAME``. Never unpickles: ``.pt``/``.pth``/
     ``.ckpt`` files, and any file whose bytes start like a pickle, are refused. Every failure is a
@@ -521,10 +399,8 @@ def load_checkpoint(path: str | os.PathLike, device="cpu") -> tuple[nn.Module, d
     model.load_state_dict(tensors, strict=True)
     meta.setdefault("element_size", model.config.to_dict().get("element_size"))
     meta.setdefault("flux", model.config.to_dict().get("flux"))
-    if device is not None and str(device) != "cpu":
-        from ..inference.devices import resolve_device
-
-        model = model.to(resolve_device(device))
+    if device is not None and str(device) != "cpu":  # a device the caller has resolved
+        model = model.to(device)
     return model.eval(), meta
 
 

@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
-from .temporary import clear_abandoned, lock_folder, temp_prefix
+from .atomic import atomic_dir
 
 ZARR_SUFFIXES = (".zarr", ".ome.zarr")
 ZARR_MARKERS = (".zgroup", ".zarray", "zarr.json")
@@ -161,38 +159,6 @@ def check_zarr_destination(path: str | os.PathLike) -> None:
         raise InputError(f"output {path} exists and is not a Zarr store; choose another -o path")
     if not path.parent.is_dir():
         raise InputError(f"output folder {path.parent} does not exist")
-
-
-@contextlib.contextmanager
-def atomic_dir(dest: str | os.PathLike):
-    """Yield a temporary folder next to ``dest``; on success it replaces ``dest``; on any exception
-    (KeyboardInterrupt included) it is removed and ``dest`` is left as it was.
-
-    The folder is ``.NAME.HOST-PID.XXXXXXXX.tmp`` and stays locked (``flock``) while it is filled.
-    A process killed outright (SIGKILL, the OOM killer) cleans nothing up, so each call first
-    removes the ``.NAME.*.tmp`` / ``.NAME.*.old`` folders of the same ``dest`` whose writer is
-    certainly gone (not locked, and its PID not running on this host, or untouched for a week);
-    a concurrent writer's folder is left alone. Rules in :mod:`napari_dgno.io.temporary`.
-    """
-    dest = Path(dest)
-    clear_abandoned(dest)
-    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(dest), suffix=".tmp", dir=dest.parent))
-    lock = lock_folder(tmp)
-    try:
-        yield tmp
-        if dest.exists():  # a rename cannot replace a non-empty folder: move the old one aside first
-            old = Path(tempfile.mkdtemp(prefix=temp_prefix(dest), suffix=".old", dir=dest.parent))
-            os.replace(dest, old / "x")
-            os.replace(tmp, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        if lock is not None:
-            os.close(lock)
 
 
 class ZarrRowWriter:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from .checkpoint import atomic_file, atomic_path
+from .atomic import atomic_file, atomic_path
 
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
 LAZY_BYTES = 1 << 30  # above this, read_image returns a dask array unless told otherwise
