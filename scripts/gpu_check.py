@@ -10,7 +10,7 @@ import tifffile
 import torch
 
 from napari_dgno import deblur, load_model
-from napari_dgno.inference.devices import available_devices, resolve_device
+from napari_dgno.devices import available_devices, resolve_device
 from napari_dgno.metrics import psnr_ssim
 from napari_dgno.samples import BLURRED, SAMPLE_DIR, SHARP
 

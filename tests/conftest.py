@@ -49,11 +49,11 @@ def tiny_model(tmp_path, monkeypatch):
 @pytest.fixture
 def no_shipped_models(tmp_path, monkeypatch):
     """Hide the shipped weights, so only the test's own models are listed."""
-    from napari_dgno.inference import engine
+    from napari_dgno import registry
 
     empty = tmp_path / "no-shipped"
     empty.mkdir()
-    monkeypatch.setattr(engine, "shipped_model_dir", lambda: empty)
+    monkeypatch.setattr(registry, "shipped_model_dir", lambda: empty)
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import pytest
 import tifffile
 import torch
 
+from napari_dgno import registry
 from napari_dgno.cli import main
-from napari_dgno.inference import engine
 from napari_dgno.io import save_checkpoint
 from napari_dgno.model import build_model, preset_config
 
@@ -222,7 +222,7 @@ def test_flux_without_model_picks_the_shipped_model_with_that_flux(capsys, tmp_p
     save_checkpoint(shipped / "tiny-face", net, {"preset": "tiny"})
     save_checkpoint(shipped / "tiny-none", net, {"preset": "tiny", "flux": "none"})
     (shipped / "models.json").write_text(json.dumps({"default": "tiny-face"}))
-    monkeypatch.setattr(engine, "shipped_model_dir", lambda: shipped)
+    monkeypatch.setattr(registry, "shipped_model_dir", lambda: shipped)
     src = tmp_path / "small.tif"
     tifffile.imwrite(src, (np.random.default_rng(2).random((96, 128)) * 4095).astype(np.uint16))
     code, _, err = run(capsys, "deblur", src, "-o", tmp_path / "a.tif", "--flux", "none")

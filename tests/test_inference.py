@@ -11,22 +11,22 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from conftest import Identity, smooth
+from napari_dgno import registry
 from napari_dgno.errors import Cancelled, CheckpointError, DGNOError, InputError
 from napari_dgno.inference import (
     autocast_context,
     available_devices,
     cpu_threads,
     deblur,
-    engine,
     list_models,
     load_model,
     plan_tiles,
     resolve_device,
     tile_weight,
 )
-from napari_dgno.inference.tiling import Blender, auto_overlap, auto_tile, halve_tile
 from napari_dgno.io import save_checkpoint
 from napari_dgno.model import NAFNetConfig, build_model
+from napari_dgno.tiling import Blender, auto_overlap, auto_tile, halve_tile
 
 
 class TileMean(Identity):
@@ -424,7 +424,7 @@ def model_dirs(tmp_path, monkeypatch, tiny):
     shipped, user = tmp_path / "shipped", tmp_path / "user"
     shipped.mkdir()
     user.mkdir()
-    monkeypatch.setattr(engine, "shipped_model_dir", lambda: shipped)
+    monkeypatch.setattr(registry, "shipped_model_dir", lambda: shipped)
     monkeypatch.setenv("NAPARI_DGNO_MODEL_DIR", str(user))
     return shipped, user
 
@@ -449,9 +449,9 @@ def test_user_and_shipped_models(model_dirs, tiny, tmp_path):
     assert models["tiny-face"]["metrics"] == {"psnr": 28.0} and models["mine"]["element_size"] == 16
     assert models["mine"]["params"] > 0 and "error" in models["broken"]
     assert models["tiny-p0dg"]["default"] and not models["tiny-face"]["default"]
-    assert engine.default_model_name() == "tiny-p0dg"
-    assert engine.default_model_name(flux="face") == "tiny-face"
-    assert engine.default_model_name(flux="none") is None
+    assert registry.default_model_name() == "tiny-p0dg"
+    assert registry.default_model_name(flux="face") == "tiny-face"
+    assert registry.default_model_name(flux="none") is None
     assert load_model().name == "tiny-p0dg"
     dm = load_model("mine", device="cpu")
     assert dm.element_size == 16 and dm.device == torch.device("cpu") and not dm.net.training

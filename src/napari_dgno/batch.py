@@ -198,7 +198,7 @@ MODEL_LOADS = {"count": 0}
 def _worker_model(model_path: str, device: str):
     key = (model_path, device)
     if key not in _WORKER_MODELS:
-        from .inference.engine import load_model
+        from .registry import load_model
 
         _WORKER_MODELS[key] = load_model(model_path, device=device)
         MODEL_LOADS["count"] += 1
@@ -306,8 +306,8 @@ def deblur_files(
     on_result: called with each result as it arrives (``status`` is done, skipped or failed, with
         ``error`` for failures). A failed file never stops the others.
     """
-    from .inference.engine import locate_model
     from .io.checkpoint import checkpoint_paths, read_metadata
+    from .registry import locate_model
 
     out_dir = Path(out_dir)
     if out_dir.name.lower().endswith((".tif", ".tiff", ".zarr")):

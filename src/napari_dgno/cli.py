@@ -169,8 +169,7 @@ def run_deblur(args) -> int:
     if args.scheduler or args.workers:
         raise InputError("--scheduler and --workers apply to several inputs (a folder or a glob)")
     from .batch import deblur_file
-    from .inference import load_model
-    from .inference.engine import default_model_name
+    from .registry import default_model_name, load_model
 
     started = time.perf_counter()
     source = Path(args.input[0])
@@ -212,7 +211,7 @@ def run_deblur(args) -> int:
 def run_batch(args) -> int:
     """Several files on a dask cluster: one line per failure, a summary, exit 1 if any failed."""
     from .batch import deblur_files
-    from .inference.engine import default_model_name
+    from .registry import default_model_name
 
     started = time.perf_counter()
     model_name = args.model
@@ -311,7 +310,7 @@ def preset_costs(size: int = 256) -> list[dict]:
 
 
 def run_models(args) -> int:
-    from .inference.engine import list_models, shipped_model_dir, user_model_dir
+    from .registry import list_models, shipped_model_dir, user_model_dir
 
     models = list_models()
     costs = preset_costs(args.size)

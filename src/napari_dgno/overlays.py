@@ -171,7 +171,7 @@ def learned_kernels(
     since input and output share that affine map the Jacobian is the same in the image's own units.
     ``progress(done, total)`` counts backward passes; a truthy ``cancel()`` raises ``Cancelled``.
     """
-    from .inference.tiling import plan_tiles
+    from .tiling import plan_tiles
 
     net, device = _net_and_device(model)
     image = np.asarray(image, dtype=np.float32)

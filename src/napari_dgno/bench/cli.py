@@ -91,7 +91,7 @@ def add_parser(subparsers) -> None:
 def run_speed_command(args, log) -> int:
     from napari_dgno.bench.run import find_baseline
     from napari_dgno.bench.speed import run_speed, to_markdown
-    from napari_dgno.inference.engine import default_model_name, locate_model
+    from napari_dgno.registry import default_model_name, locate_model
 
     name = args.model or default_model_name()
     models = {f"DGNO {name}": str(locate_model(name))}

@@ -201,7 +201,7 @@ def run_bench(
     classical_settings: skip tuning and use these.
     threads: CPU threads for the whole run (default: torch's setting); recorded in the report.
     """
-    from napari_dgno.inference.devices import cpu_threads
+    from napari_dgno.devices import cpu_threads
 
     log = log or (lambda _msg: None)
     started = time.perf_counter()
@@ -317,7 +317,7 @@ def _load(name: str, spec, baseline_dir) -> tuple[object | None, str]:
     import torch
 
     from napari_dgno.errors import DGNOError
-    from napari_dgno.inference.engine import DeblurModel, load_model
+    from napari_dgno.registry import DeblurModel, load_model
 
     if isinstance(spec, DeblurModel):
         return spec, ""

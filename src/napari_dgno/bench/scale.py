@@ -65,8 +65,8 @@ def write_test_image(path: Path, size: int, seed: int = 0, tile: int = 256) -> P
 def resolve_model(model, preset: str, workdir: Path, log: Log) -> tuple[str, str]:
     """``(checkpoint path, description)``: the model asked for, else the shipped default, else a
     random-init network of ``preset`` (speed and memory do not depend on the weights)."""
-    from napari_dgno.inference.engine import default_model_name, locate_model
     from napari_dgno.io.checkpoint import checkpoint_paths
+    from napari_dgno.registry import default_model_name, locate_model
 
     if model is not None:
         path = checkpoint_paths(locate_model(model))[0]
@@ -95,7 +95,7 @@ def child_main(argv: list[str]) -> int:
     """``python -m napari_dgno.bench.scale INPUT OUTPUT MODEL MODE TILE THREADS``: one run, JSON out."""
     src, dst, model_path, mode, tile, threads = argv
     from napari_dgno.batch import deblur_file
-    from napari_dgno.inference.engine import load_model
+    from napari_dgno.registry import load_model
 
     model = load_model(model_path, device="cpu")
     base = _maxrss_mb()

@@ -64,7 +64,7 @@ def _rl10(image: np.ndarray) -> np.ndarray:
 def _train_step_seconds(model_path: str, repeats: int = 3) -> float:
     import torch
 
-    from napari_dgno.inference.engine import load_model
+    from napari_dgno.registry import load_model
     from napari_dgno.train.losses import multiscale_l1_fft
 
     net = load_model(model_path, device="cpu").net.train()
@@ -101,7 +101,7 @@ def child_main(argv: list[str]) -> int:
         result["seconds"] = _best_of(lambda: _rl10(image), 2)
     else:
         from napari_dgno import deblur
-        from napari_dgno.inference.engine import load_model
+        from napari_dgno.registry import load_model
 
         model = load_model(model_path, device="cpu")
         image = _image(size)

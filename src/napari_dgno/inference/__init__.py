@@ -1,6 +1,7 @@
 """Inference: device choice, element-aligned tiling with feathered blending, and the deblur engine."""
 
-from .devices import autocast_context, available_devices, cpu_threads, resolve_device
+from ..devices import autocast_context, available_devices, cpu_threads, resolve_device
+from ..tiling import BandBlender, Blender, Tile, auto_overlap, auto_tile, plan_tiles, tile_weight
 from .engine import (
     DeblurModel,
     deblur,
@@ -12,7 +13,6 @@ from .engine import (
     user_model_dir,
 )
 from .ensemble import dihedral_average
-from .tiling import BandBlender, Blender, Tile, auto_overlap, auto_tile, plan_tiles, tile_weight
 
 __all__ = [
     "BandBlender",

@@ -1,4 +1,4 @@
-"""The deblur engine: find and load models, then restore images of any size and dimensionality.
+"""The deblur engine: restore images of any size and dimensionality with a model from the registry.
 
 ``deblur`` is what the CLI, the widgets and scripts all call. It normalises once for the whole input
 (so every plane and every tile is in the same units), walks the 2-D planes (Y, X are the last two
@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-import json
 import os
 import time
 from collections.abc import Callable
@@ -21,25 +20,25 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import Cancelled, CheckpointError, DGNOError, InputError
-from ..io.checkpoint import (
-    META_SUFFIX,
-    PICKLE_SUFFIXES,
-    WEIGHTS_SUFFIX,
-    checkpoint_paths,
-    is_checkpoint_json,
-    load_checkpoint,
-    read_metadata,
-)
-from ..model import FLUX_VARIANTS, build_model, count_parameters
+from ..devices import autocast_context, cpu_threads
+from ..errors import Cancelled, DGNOError, InputError
+from ..model import FLUX_VARIANTS
 from ..model.config import check_element_size
 from ..normalize import Normalization, fit_normalization
-from .devices import autocast_context, cpu_threads, resolve_device
+from ..registry import (  # noqa: F401  (re-exported: the engine's public names before the registry)
+    DeblurModel,
+    default_model_name,
+    find_model,
+    list_models,
+    load_model,
+    locate_model,
+    resolve_model,
+    shipped_model_dir,
+    user_model_dir,
+)
+from ..tiling import BandBlender, auto_overlap, auto_tile, halve_tile, plan_tiles, round_up, tile_rows
 from .ensemble import dihedral_average
-from .tiling import BandBlender, auto_overlap, auto_tile, halve_tile, plan_tiles, round_up, tile_rows
 
-MODEL_DIR_ENV = "NAPARI_DGNO_MODEL_DIR"
-SHIPPED_INDEX = "models.json"
 MIN_SIDE = 8  # smallest Y or X we accept; smaller sides are reflect-padded by the network
 # Normalised inputs are clipped to this: a million times the 1-99.8 % range is no real intensity
 # (a sentinel like FLT_MAX), and such values overflow the network's float32 sums into inf/NaN.
@@ -47,227 +46,6 @@ MAX_NORMALISED = 1e6
 
 ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], bool]
-
-
-# ---------------------------------------------------------------------------------------------------
-# Where models live
-
-
-def shipped_model_dir() -> Path:
-    """Checkpoints that ship inside the package (``napari_dgno/weights``)."""
-    return Path(__file__).resolve().parent.parent / "weights"
-
-
-def user_model_dir() -> Path:
-    """The user's own (fine-tuned) models: ``$NAPARI_DGNO_MODEL_DIR`` or the platform data folder."""
-    env = os.environ.get(MODEL_DIR_ENV)
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("napari-dgno")) / "models"
-
-
-def _shipped_index() -> dict:
-    """``weights/models.json``: ``{"default": NAME, "models": [NAME, ...]}`` (both optional)."""
-    path = shipped_model_dir() / SHIPPED_INDEX
-    if not path.is_file():
-        return {}
-    try:
-        index = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{path} is not valid JSON ({err})") from None
-    return index if isinstance(index, dict) else {}
-
-
-def _checkpoints_in(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    return sorted(
-        p for p in folder.glob("*" + META_SUFFIX) if p.name != SHIPPED_INDEX and is_checkpoint_json(p)
-    )
-
-
-def _params_from_config(meta: dict) -> int | None:
-    if isinstance(meta.get("params"), int):
-        return meta["params"]
-    try:  # build on the meta device: shapes only, no memory, no weights read
-        with torch.device("meta"):
-            return count_parameters(build_model(meta["architecture"], meta["config"]))
-    except Exception:
-        return None
-
-
-def _entry(path: Path, source: str) -> dict:
-    name = path.name[: -len(META_SUFFIX)]
-    entry = {"name": name, "source": source, "path": str(path.with_name(name + WEIGHTS_SUFFIX))}
-    try:
-        meta = read_metadata(path)
-    except CheckpointError as err:
-        entry["error"] = str(err)
-        return entry
-    entry.update(
-        name=meta.get("name") or name,
-        architecture=meta["architecture"],
-        preset=meta.get("preset"),
-        flux=meta.get("flux", meta["config"].get("flux")),
-        element_size=meta.get("element_size", meta["config"].get("element_size")),
-        params=_params_from_config(meta),
-        metrics=meta.get("metrics") or {},
-        created=meta.get("created"),
-    )
-    return entry
-
-
-def list_models() -> list[dict]:
-    """Shipped, then user models, from their JSON only (no tensors read).
-
-    Each entry: ``name, source ("shipped"/"user"), path, architecture, preset, flux, element_size,
-    params, metrics``; an unreadable checkpoint is listed with an ``error`` instead.
-    """
-    index = _shipped_index()
-    order = {n: i for i, n in enumerate(index.get("models", []))}
-    shipped = [_entry(p, "shipped") for p in _checkpoints_in(shipped_model_dir())]
-    shipped.sort(key=lambda e: (order.get(e["name"], len(order)), e["name"]))
-    default = default_model_name(shipped=shipped, index=index)
-    for e in shipped:
-        e["default"] = e["name"] == default
-    user = [_entry(p, "user") for p in _checkpoints_in(user_model_dir())]
-    return shipped + user
-
-
-def default_model_name(flux: str | None = None, *, shipped=None, index=None) -> str | None:
-    """The shipped default (``models.json``'s ``default``, else the first shipped model); with
-    ``flux``, the default if it was trained with that flux, else the first shipped model that was.
-    None when nothing suitable ships."""
-    index = _shipped_index() if index is None else index
-    if shipped is None:
-        order = {n: i for i, n in enumerate(index.get("models", []))}
-        shipped = [_entry(p, "shipped") for p in _checkpoints_in(shipped_model_dir())]
-        shipped.sort(key=lambda e: (order.get(e["name"], len(order)), e["name"]))
-    usable = [e for e in shipped if "error" not in e]
-    if flux is not None:
-        usable = [e for e in usable if e.get("flux") == flux]
-    names = [e["name"] for e in usable]
-    if not names:
-        return None
-    return index.get("default") if index.get("default") in names else names[0]
-
-
-def _looks_like_path(text: str) -> bool:
-    return (
-        os.sep in text
-        or (os.altsep is not None and os.altsep in text)
-        or text.endswith((WEIGHTS_SUFFIX, META_SUFFIX, *PICKLE_SUFFIXES))
-        or text.startswith(("~", "."))
-    )
-
-
-def find_model(name: str) -> Path:
-    """The JSON path of a model called ``name``: shipped first, then the user's folder."""
-    for source, folder in (("shipped", shipped_model_dir()), ("user", user_model_dir())):
-        for path in _checkpoints_in(folder):
-            stem = path.name[: -len(META_SUFFIX)]
-            if stem == name:
-                return path
-            entry = _entry(path, source)
-            if entry.get("name") == name:
-                return path
-    shipped = [e["name"] for e in list_models() if e["source"] == "shipped"]
-    if not shipped:
-        raise CheckpointError(
-            f"no shipped model named {name!r} (no models ship with this install yet, and none in "
-            f"{user_model_dir()}); pass a checkpoint path instead"
-        )
-    user = [e["name"] for e in list_models() if e["source"] == "user"]
-    known = ", ".join(shipped + user)
-    raise CheckpointError(f"no model named {name!r} (known: {known}); see `dgno models`")
-
-
-@dataclass
-class DeblurModel:
-    """A loaded network plus its checkpoint metadata and the device it lives on."""
-
-    net: nn.Module
-    meta: dict = field(default_factory=dict)
-    name: str = "unnamed"
-    path: Path | None = None
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-    @property
-    def architecture(self) -> str:
-        return self.meta.get("architecture", "dgno")
-
-    @property
-    def element_size(self) -> int | None:
-        config = getattr(self.net, "config", None)
-        return self.meta.get("element_size", getattr(config, "element_size", None))
-
-    @property
-    def flux(self) -> str | None:
-        config = getattr(self.net, "config", None)
-        return self.meta.get("flux", getattr(config, "flux", None))
-
-    def to(self, device) -> DeblurModel:
-        """Move the network (in place) to ``device``; returns self."""
-        self.device = resolve_device(device)
-        self.net.to(self.device)
-        return self
-
-
-def locate_model(name_or_path) -> Path:
-    """The checkpoint a model argument refers to (see :func:`load_model`)."""
-    if name_or_path is None:
-        name = default_model_name()
-        if name is None:
-            raise CheckpointError(
-                f"no shipped model found in {shipped_model_dir()}; pass a checkpoint with --model PATH"
-            )
-        return find_model(name)
-    if isinstance(name_or_path, os.PathLike) or _looks_like_path(str(name_or_path)):
-        return Path(name_or_path).expanduser()
-    meta_path = checkpoint_paths(name_or_path)[1]
-    return meta_path if meta_path.is_file() else find_model(str(name_or_path))
-
-
-def _wrap(net: nn.Module, meta: dict, path: Path, device: torch.device) -> DeblurModel:
-    weights, meta_path = checkpoint_paths(path)
-    name = meta.get("name") or meta_path.name[: -len(META_SUFFIX)]
-    return DeblurModel(net=net, meta=dict(meta), name=name, path=weights, device=device)
-
-
-def load_model(name_or_path=None, device="auto") -> DeblurModel:
-    """``None``: the shipped default; a name: shipped, then user models; a path: that checkpoint.
-
-    Every call builds a fresh network (safe to fine-tune or move).
-    """
-    path, target = locate_model(name_or_path), resolve_device(device)
-    net, meta = load_checkpoint(path, device=target)
-    return _wrap(net, meta, path, target)
-
-
-def _load_model_cached(name_or_path, device) -> DeblurModel:
-    """For ``deblur(model="name")``: the network stays private to the engine, so it can be reused."""
-    path, target = locate_model(name_or_path), resolve_device(device)
-    net, meta = _load_cached(*_cache_key(path), str(target))
-    return _wrap(net, meta, path, target)
-
-
-def _cache_key(path: Path) -> tuple:
-    key = []
-    for file in checkpoint_paths(path):
-        try:
-            stat = file.stat()
-            key += [str(file.resolve()), stat.st_mtime_ns, stat.st_size]
-        except OSError:
-            key += [str(file), 0, 0]  # load_checkpoint reports the missing file
-    return tuple(key)
-
-
-@functools.lru_cache(maxsize=2)
-def _load_cached(weights: str, w_mtime: int, w_size: int, meta: str, m_mtime: int, m_size: int, device: str):
-    """Reloading a checkpoint per call would cost ~50 ms each time a widget runs; keep the last two."""
-    return load_checkpoint(weights, device=device)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -441,27 +219,6 @@ class _RowReader:
 # Model resolution and run-time options
 
 
-def _as_deblur_model(model, device) -> DeblurModel:
-    if isinstance(model, DeblurModel):
-        if device not in (None, "auto") and resolve_device(device) != model.device:
-            model.to(device)
-        return model
-    if isinstance(model, nn.Module):
-        params = next(iter(model.parameters()), None)
-        current = params.device if params is not None else torch.device("cpu")
-        if device not in (None, "auto"):
-            target = resolve_device(device)
-            if target != current:
-                model.to(target)
-            current = target
-        return DeblurModel(net=model, meta={}, name=type(model).__name__, device=current)
-    if model is None or isinstance(model, (str, os.PathLike)):
-        return _load_model_cached(model, device)
-    raise InputError(
-        f"model must be a name, a path, a DeblurModel or a torch module, got {type(model).__name__}"
-    )
-
-
 def _runtime_options(dm: DeblurModel, element_size, flux) -> tuple[int | None, str | None]:
     config = getattr(dm.net, "config", None)
     if not hasattr(config, "element_size"):  # NAFNet or a plain module: no elements, no flux
@@ -551,7 +308,7 @@ def _prepare(
     image, model, element_size, flux, device, tile, overlap, channel_axis, self_ensemble=False
 ) -> _Job:
     arr, lazy = _check_image(image, channel_axis)
-    dm = _as_deblur_model(model, device)
+    dm = resolve_model(model, device)
     e, f = _runtime_options(dm, element_size, flux)
     multiple = _pad_multiple(dm.net, e)
     plane_shape = tuple(int(s) for s in arr.shape[-2:])

@@ -366,7 +366,7 @@ def _check_network_fits(meta: dict, meta_path: Path, weights_path: Path) -> None
 
 def load_checkpoint(path: str | os.PathLike, device="cpu") -> tuple[nn.Module, dict]:
     """Build the network described by the JSON and load its tensors; ``(model in eval mode, meta)``
-    on ``device``, a torch device (or its name) the caller has resolved (``inference.devices``).
+    on ``device``, a torch device (or its name) the caller has resolved (``napari_dgno.devices``).
 
     Accepts ``NAME.safetensors``, ``NAME.json`` or ``NAME``. Never unpickles: ``.pt``/``.pth``/
     ``.ckpt`` files, and any file whose bytes start like a pickle, are refused. Every failure is a

@@ -110,7 +110,7 @@ def patchwise_rl_steps(
     background="auto",
 ) -> Iterator[np.ndarray]:
     """The blended patch-wise RL estimate after 1, 2, …, ``iterations`` iterations."""
-    from napari_dgno.inference.tiling import Blender, plan_tiles
+    from ..tiling import Blender, plan_tiles
 
     _check_iterations(iterations)
     optics = optics or Optics()

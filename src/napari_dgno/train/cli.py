@@ -47,7 +47,7 @@ def _overrides(args) -> dict:
         if value is not None:
             out[key] = value
     if args.base:
-        from ..inference.engine import locate_model
+        from ..registry import locate_model
 
         out["base_checkpoint"] = str(locate_model(args.base))
     return out
@@ -57,7 +57,7 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from ..errors import InputError
-    from ..inference.engine import user_model_dir
+    from ..registry import user_model_dir
     from .config import TrainConfig
     from .distributed import rank_from_env
     from .engine import Callbacks, Trainer

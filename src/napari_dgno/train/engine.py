@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from .. import __version__
+from ..devices import autocast_context, resolve_device
 from ..errors import CheckpointError
-from ..inference.devices import autocast_context, resolve_device
 from ..io.checkpoint import load_checkpoint, save_checkpoint
 from ..metrics import mean_metrics
 from ..model import architecture_of, build_model, count_parameters, preset_config

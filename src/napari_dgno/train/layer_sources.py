@@ -296,7 +296,7 @@ def simulated_source(
 def runs_dir() -> Path:
     """Where fine-tuning runs keep their checkpoints: ``$NAPARI_DGNO_RUNS_DIR``, else ``runs`` next
     to the user model folder (the platform data folder, or beside ``$NAPARI_DGNO_MODEL_DIR``)."""
-    from ..inference.engine import user_model_dir
+    from ..registry import user_model_dir
 
     env = os.environ.get(RUNS_DIR_ENV)
     return Path(env).expanduser() if env else user_model_dir().parent / "runs"
@@ -383,7 +383,7 @@ def exported_steps(stem) -> int | None:
 
 
 def user_model_exists(name: str) -> bool:
-    from ..inference.engine import user_model_dir
+    from ..registry import user_model_dir
 
     return (user_model_dir() / f"{name}.json").exists()
 
@@ -394,8 +394,8 @@ def save_user_model(stem, name: str, overwrite: bool = False) -> Path:
     Re-saved through :func:`save_checkpoint` (atomic, fresh hashes and name), so ``list_models()``,
     the Deblur dock and ``dgno deblur --model NAME`` find it at once. Returns the JSON path.
     """
-    from ..inference.engine import list_models, user_model_dir
     from ..io.checkpoint import load_checkpoint, save_checkpoint
+    from ..registry import list_models, user_model_dir
 
     name = check_model_name(name)
     if any(e["source"] == "shipped" and e["name"] == name for e in list_models()):

@@ -286,7 +286,7 @@ class ModelPicker(QWidget):
 
     # -- listing
     def refresh(self) -> None:
-        from ..inference.engine import list_models
+        from ..registry import list_models
 
         current = self.value()
         try:
@@ -426,7 +426,7 @@ class ModelPicker(QWidget):
 
 def load_chosen_model(value, device):
     """What a picker holds -> a loaded ``DeblurModel`` (runs in the worker: reading weights takes time)."""
-    from ..inference.engine import DeblurModel, load_model
+    from ..registry import DeblurModel, load_model
 
     if value is None:
         raise InputError("choose a model (or load a checkpoint file)")
@@ -442,7 +442,7 @@ class DeviceCombo(QComboBox):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        from ..inference.devices import available_devices, resolve_device
+        from ..devices import available_devices, resolve_device
 
         devices = available_devices()
         auto = str(resolve_device("auto"))

@@ -137,7 +137,7 @@ def deblur_layer(
 def default_model():
     """The shipped default model; without one, the first of the user's own models (e.g. fine-tuned);
     None lets the engine explain that no model is installed."""
-    from ..inference.engine import default_model_name, list_models
+    from ..registry import default_model_name, list_models
 
     if default_model_name() is not None:
         return None

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError
+from .errors import InputError
 
 # On CPU the network is bound by memory bandwidth: 512-640-px tiles keep its tensors near the cache
 # and ran 2x faster per pixel than a 1024² whole plane; with 128 px of overlap, 640-px tiles restored

@@ -13,7 +13,7 @@ import re
 
 import torch
 
-from ..errors import InputError
+from .errors import InputError
 
 THREADS_ENV = "NAPARI_DGNO_THREADS"
 _CUDA_RE = re.compile(r"^cuda(?::(\d+))?$")
