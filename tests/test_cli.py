@@ -290,3 +290,20 @@ def test_usage_errors_and_help(capsys):
     assert main(["--help"]) == 0
     assert main([]) == 2
     capsys.readouterr()
+
+
+def test_help_needs_no_torch_and_the_flux_choices_match_the_model():
+    """Each subcommand imports torch inside its ``run``: `dgno --help` stays quick. The CLI keeps its
+    own copy of the flux names for that reason; it must stay the model's."""
+    import subprocess
+    import sys
+
+    from napari_dgno.cli._args import FLUX_CHOICES
+    from napari_dgno.model import FLUX_VARIANTS
+
+    code = (
+        "import sys; from napari_dgno.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    assert FLUX_CHOICES == FLUX_VARIANTS

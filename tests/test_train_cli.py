@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from napari_dgno.cli import main
-from napari_dgno.demo import side_by_side
+from napari_dgno.cli.demo import side_by_side
 from napari_dgno.io.checkpoint import load_checkpoint, save_checkpoint
 from napari_dgno.model import build_model, preset_config
 from napari_dgno.train.config import TrainConfig

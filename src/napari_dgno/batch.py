@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CheckpointError, DGNOError, InputError
+from .errors import CheckpointError, DGNOError, InputError, one_line
 
 STREAM_BYTES = 128 << 20  # float32 results above this are streamed to disk row band by row band
 DONE_SUFFIX = ".done"
@@ -205,10 +205,6 @@ def _worker_model(model_path: str, device: str):
     return _WORKER_MODELS[key]
 
 
-def _one_line(text) -> str:
-    return " ".join(str(text).split())
-
-
 def process_file(
     src: str, dst: str, model_path: str, device: str, options: dict, stream: bool | None
 ) -> dict:
@@ -223,11 +219,11 @@ def process_file(
         _write_done(dst_p, job_key(src_p, model_path, options), info)
         result.update(status="done", seconds=info["seconds"], shape=list(info["shape"]))
     except DGNOError as err:
-        result.update(status="failed", error=_one_line(err))
+        result.update(status="failed", error=one_line(err))
     except MemoryError:
         result.update(status="failed", error="out of memory; try a smaller --tile or fewer --workers")
     except Exception as err:  # anything else is still one file's failure, not the plate's
-        result.update(status="failed", error=f"{type(err).__name__}: {_one_line(err)}")
+        result.update(status="failed", error=f"{type(err).__name__}: {one_line(err)}")
     result["model_loads"] = MODEL_LOADS["count"]
     result["peak_rss_mb"] = _peak_rss_mb()
     return result
@@ -359,6 +355,6 @@ def deblur_files(
                 result = future.result()
             except Exception as err:  # the worker died (killed, out of memory ...)
                 result = {"input": str(src), "output": str(dst), "status": "failed"}
-                result["error"] = f"worker lost: {type(err).__name__}: {_one_line(err)}"
+                result["error"] = f"worker lost: {type(err).__name__}: {one_line(err)}"
             report(result)
     return results

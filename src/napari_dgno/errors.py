@@ -15,3 +15,8 @@ class CheckpointError(DGNOError):
 
 class Cancelled(DGNOError):
     """The user (or a callback) asked the running job to stop."""
+
+
+def one_line(text) -> str:
+    """A message on one line: what every "dgno: error: ..." and every failed-file report prints."""
+    return " ".join(str(text).split())

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, one_line
 from ..model import ARCHITECTURES, FLUX_VARIANTS, architecture_of, build_model, count_parameters
 from ..model.config import check_element_size
 from .atomic import atomic_path
@@ -60,12 +60,8 @@ def state_path(path: str | os.PathLike) -> Path:
     return weights.with_name(weights.name[: -len(WEIGHTS_SUFFIX)] + STATE_SUFFIX)
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
 def _fail(message: str) -> CheckpointError:
-    return CheckpointError(_one_line(message))
+    return CheckpointError(one_line(message))
 
 
 def _looks_like_pickle(head: bytes) -> bool:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, one_line
 from .atomic import atomic_file, atomic_path
 
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
@@ -35,10 +35,6 @@ def _quiet_tifffile():
         yield
     finally:
         logger.setLevel(level)
-
-
-def _one_line(text) -> str:
-    return " ".join(str(text).split())
 
 
 def _check_file(path: Path) -> None:
@@ -183,7 +179,7 @@ def _read_image(path, *, channel_axis, lazy, handles: list | None):
         try:
             tif = tifffile.TiffFile(path)
         except Exception as err:
-            raise InputError(f"{path} is truncated or corrupt ({_one_line(err)})") from None
+            raise InputError(f"{path} is truncated or corrupt ({one_line(err)})") from None
         try:
             if not tif.series:
                 raise InputError(f"{path} holds no image data")
@@ -220,7 +216,7 @@ def _read_image(path, *, channel_axis, lazy, handles: list | None):
             raise
         except Exception as err:  # damaged strips, failed decompression, short reads ...
             tif.close()
-            raise InputError(f"{path} is truncated or corrupt ({_one_line(err)})") from None
+            raise InputError(f"{path} is truncated or corrupt ({one_line(err)})") from None
         if not keep_open:
             tif.close()
         elif handles is not None:

@@ -1,4 +1,4 @@
-"""The ``dgno bench`` subcommand (registered in ``napari_dgno.cli.SUBCOMMANDS``)."""
+"""``dgno bench``: quality on the frozen test set, or ``--scale`` / ``--speed``."""
 
 from __future__ import annotations
 

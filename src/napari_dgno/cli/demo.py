@@ -38,11 +38,11 @@ def side_by_side(images: list[np.ndarray], reference: np.ndarray, gap: int = 8) 
 def run(args) -> int:
     import imageio.v3 as iio
 
-    from .inference import deblur, load_model
-    from .io import write_tiff_atomic
-    from .io.atomic import atomic_path
-    from .metrics import psnr_ssim
-    from .samples import load_defocused_nuclei
+    from ..inference import deblur, load_model
+    from ..io import write_tiff_atomic
+    from ..io.atomic import atomic_path
+    from ..metrics import psnr_ssim
+    from ..samples import load_defocused_nuclei
 
     sample = load_defocused_nuclei()
     blurred, sharp = sample["blurred"], sample["sharp"].astype(np.float32)

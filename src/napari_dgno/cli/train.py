@@ -58,9 +58,9 @@ def run(args) -> int:
 
     from ..errors import InputError
     from ..registry import user_model_dir
-    from .config import TrainConfig
-    from .distributed import rank_from_env
-    from .engine import Callbacks, Trainer
+    from ..train.config import TrainConfig
+    from ..train.distributed import rank_from_env
+    from ..train.engine import Callbacks, Trainer
 
     if not args.config.is_file():
         raise InputError(f"training config {args.config} not found")
