@@ -11,6 +11,7 @@ from scipy.ndimage import gaussian_filter
 
 from napari_dgno.io.checkpoint import save_checkpoint
 from napari_dgno.model import build_model, preset_config
+from napari_dgno.options import DeblurOptions
 
 # CI replays the same examples every run (a red run blocks a landing); locally hypothesis explores.
 settings.register_profile("ci", derandomize=True)
@@ -91,16 +92,20 @@ def smooth(shape, sigma=6, seed=0, scale=1000.0):
 
 @pytest.fixture
 def deblur_calls(monkeypatch):
-    """The keyword arguments of every ``engine.deblur`` call (which still runs), in order."""
+    """The options of every engine run (``restore`` / ``restore_to``, which still run), in order, as
+    dicts: what the CLI, the docks and batch runs asked the engine for."""
     from napari_dgno.inference import engine
 
-    calls, real = [], engine.deblur
+    calls = []
+    for name in ("restore", "restore_to"):
+        real = getattr(engine, name)
 
-    def spy(image, model=None, **kwargs):
-        calls.append(kwargs)
-        return real(image, model, **kwargs)
+        def spy(*args, _real=real, **kwargs):
+            options = next(a for a in (*args, *kwargs.values()) if isinstance(a, DeblurOptions))
+            calls.append(options.to_dict())
+            return _real(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "deblur", spy)
+        monkeypatch.setattr(engine, name, spy)
     return calls
 
 

@@ -185,8 +185,8 @@ def test_deblur_file_closes_its_input(tmp_path, checkpoint, kind, stream):
     model = load_model(checkpoint, device="cpu")
     gc.disable()  # a leaked handle must not be hidden by a collection that happens to run
     try:
-        info = batch.deblur_file(src, tmp_path / "out.tif", model, stream=stream, threads=1)
-        assert info["shape"] == image.shape and (tmp_path / "out.tif").is_file()
+        report = batch.deblur_file(src, tmp_path / "out.tif", model, stream=stream, threads=1)
+        assert report.shape == image.shape and (tmp_path / "out.tif").is_file()
         assert _descriptors_under(src) == []
         with pytest.raises(InputError, match="does not exist"):  # fails after the input was opened
             batch.deblur_file(src, tmp_path / "missing" / "out.tif", model, stream=stream, threads=1)

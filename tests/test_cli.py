@@ -253,7 +253,7 @@ def test_self_ensemble_flag_reaches_deblur(capsys, tmp_path, checkpoint, user_di
     assert code == 0, err
     code, _, err = run(capsys, "deblur", tmp_path, "-o", tmp_path / "out", "-q")
     assert code == 0, err
-    assert [c["self_ensemble"] for c in calls] == [True, False]
+    assert [c["options"].self_ensemble for c in calls] == [True, False]
 
 
 def test_models_lists_models_and_preset_costs(capsys, user_dir, checkpoint):

@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 if "torch" not in _sys.modules:
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-_LAZY = {"deblur", "deblur_to", "load_model", "list_models", "DeblurModel"}
+_LAZY = {"deblur", "deblur_to", "load_model", "list_models", "DeblurModel", "DeblurOptions", "DeblurReport"}
 
 
 def __getattr__(name):
@@ -30,4 +30,13 @@ def __getattr__(name):
     raise AttributeError(f"module 'napari_dgno' has no attribute {name!r}")
 
 
-__all__ = ["DeblurModel", "__version__", "deblur", "deblur_to", "list_models", "load_model"]
+__all__ = [
+    "DeblurModel",
+    "DeblurOptions",
+    "DeblurReport",
+    "__version__",
+    "deblur",
+    "deblur_to",
+    "list_models",
+    "load_model",
+]

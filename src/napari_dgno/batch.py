@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CheckpointError, DGNOError, InputError, one_line
+from .options import DeblurOptions, DeblurReport
 
 STREAM_BYTES = 128 << 20  # float32 results above this are streamed to disk row band by row band
 DONE_SUFFIX = ".done"
@@ -38,13 +39,16 @@ def result_nbytes(shape) -> int:
     return int(np.prod(shape, dtype=np.int64)) * 4
 
 
-def deblur_file(src, dst, model, *, stream: bool | None = None, progress=None, **options) -> dict:
+def deblur_file(
+    src, dst, model, options: DeblurOptions | None = None, *, stream=None, progress=None, **keywords
+) -> DeblurReport:
     """Read ``src`` (TIFF / OME-Zarr), deblur it, write ``dst`` (TIFF / OME-Zarr) atomically.
 
     ``stream``: None streams when the float32 result is over 128 MiB or ``dst`` is a Zarr (memory
-    then stays one band of tiles); True / False force it. ``options`` go to :func:`deblur`.
-    Returns the engine's ``info`` dict plus ``shape`` and ``streamed``. The input file is closed
-    when this returns or raises (a worker runs through a whole plate in one process).
+    then stays one band of tiles); True / False force it. ``options`` (and keyword arguments on top
+    of them, as for :func:`~napari_dgno.deblur`) say how to run. Returns the engine's report with
+    ``shape`` set. The input file is closed when this returns or raises (a worker runs through a
+    whole plate in one process).
 
     The lazy input is read here, with dask's local threads: inside a dask worker (or beside a
     running ``Client``) the default scheduler is the cluster, which would ship every band read over
@@ -52,21 +56,21 @@ def deblur_file(src, dst, model, *, stream: bool | None = None, progress=None, *
     """
     import dask
 
-    from .inference.engine import deblur, deblur_to
+    from .inference.engine import restore, restore_to
     from .io import open_image, output_format, write_image_atomic
 
-    info: dict = {}
+    options = (options or DeblurOptions()).overridden(**keywords)
     with dask.config.set(scheduler="threads"), open_image(src, lazy=True) as (image, meta):
         if stream is None:
             stream = output_format(dst) == "zarr" or result_nbytes(image.shape) > STREAM_BYTES
         if stream:
-            deblur_to(image, dst, model, metadata=meta, progress=progress, info=info, **options)
+            _, report = restore_to(image, dst, model, options, metadata=meta, progress=progress)
         else:
             with open_image(src) as (image, meta):  # small: whole file in memory, read eagerly
-                restored = deblur(image, model, progress=progress, info=info, **options)
+                restored, report = restore(image, model, options, progress=progress)
             write_image_atomic(dst, restored, metadata=meta)
-    info.update(shape=tuple(int(s) for s in image.shape), streamed=bool(stream))
-    return info
+    report.shape = tuple(int(s) for s in image.shape)
+    return report
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -151,10 +155,13 @@ def _fingerprint(path: Path) -> dict:
     return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def job_key(src: Path, model_path: str, options: dict) -> dict:
+def job_key(src: Path, model_path: str, options: DeblurOptions) -> dict:
     """What must match for an existing output to count as this job's result."""
-    options = {k: v for k, v in options.items() if k != "threads"}  # threads change speed, not values
-    return {"input": _fingerprint(src), "model": _fingerprint(Path(model_path)), "options": options}
+    return {
+        "input": _fingerprint(src),
+        "model": _fingerprint(Path(model_path)),
+        "options": options.fingerprint(),
+    }
 
 
 def is_complete(src: Path, dst: Path, key: dict) -> bool:
@@ -205,19 +212,17 @@ def _worker_model(model_path: str, device: str):
     return _WORKER_MODELS[key]
 
 
-def process_file(
-    src: str, dst: str, model_path: str, device: str, options: dict, stream: bool | None
-) -> dict:
+def process_file(src: str, dst: str, model_path: str, options: DeblurOptions, stream: bool | None) -> dict:
     """Run on a worker: deblur one file, write it and its sidecar. Never raises for a bad file."""
     started = time.perf_counter()
     src_p, dst_p = Path(src), Path(dst)
     result = {"input": src, "output": dst, "pid": os.getpid()}
     try:
-        model = _worker_model(model_path, device)
-        info = deblur_file(src_p, dst_p, model, stream=stream, **options)
-        info["seconds"] = time.perf_counter() - started
-        _write_done(dst_p, job_key(src_p, model_path, options), info)
-        result.update(status="done", seconds=info["seconds"], shape=list(info["shape"]))
+        model = _worker_model(model_path, options.device)
+        report = deblur_file(src_p, dst_p, model, options, stream=stream)
+        report.seconds = time.perf_counter() - started
+        _write_done(dst_p, job_key(src_p, model_path, options), report.to_dict())
+        result.update(status="done", seconds=report.seconds, shape=list(report.shape))
     except DGNOError as err:
         result.update(status="failed", error=one_line(err))
     except MemoryError:
@@ -289,6 +294,7 @@ def deblur_files(
     force: bool = False,
     on_result: Callable[[dict], None] | None = None,
     client=None,
+    options: DeblurOptions | None = None,
 ) -> list[dict]:
     """Deblur every input file into ``out_dir`` on a dask cluster; one result dict per file.
 
@@ -298,6 +304,7 @@ def deblur_files(
         (default: half the cores) on 127.0.0.1. ``client``: an existing client instead of either.
     threads: torch threads per worker (default: cores / workers on a local cluster).
     self_ensemble: average the 8 rotations / mirror images of every tile (~8x the time).
+    options: a :class:`DeblurOptions` for all files; the keyword options above go on top of it.
     force: redo files whose output is already complete (otherwise they are ``"skipped"``).
     on_result: called with each result as it arrives (``status`` is done, skipped or failed, with
         ``error`` for failures). A failed file never stops the others.
@@ -316,9 +323,15 @@ def deblur_files(
     if not Path(model_path).is_file():
         raise CheckpointError(f"checkpoint weights {model_path} are missing")
     out_dir.mkdir(parents=True, exist_ok=True)
-    options = {"element_size": element_size, "flux": flux, "tile": tile, "overlap": overlap}
-    if self_ensemble:  # only when on, so outputs finished before the option existed stay complete
-        options["self_ensemble"] = True
+    options = (options or DeblurOptions()).overridden(
+        device=device,
+        element_size=element_size,
+        flux=flux,
+        tile=tile,
+        overlap=overlap,
+        threads=threads,
+        self_ensemble=self_ensemble,
+    )
 
     results: list[dict] = []
 
@@ -336,17 +349,17 @@ def deblur_files(
     if not todo:
         return results
     n_workers = workers or default_workers(len(todo))
-    if threads is None and scheduler is None and client is None:
-        threads = max(1, (os.cpu_count() or 1) // n_workers)
-    run_options = {**options, "threads": threads}
+    if options.threads is None and scheduler is None and client is None:
+        options = options.replace(threads=max(1, (os.cpu_count() or 1) // n_workers))
     context = contextlib.nullcontext(client) if client is not None else _client(scheduler, n_workers)
     from distributed import as_completed
 
     with context as active:
         futures = {
-            active.submit(
-                process_file, str(src), str(dst), model_path, device, run_options, stream, pure=False
-            ): (src, dst)
+            active.submit(process_file, str(src), str(dst), model_path, options, stream, pure=False): (
+                src,
+                dst,
+            )
             for src, dst in todo
         }
         for future in as_completed(futures):

@@ -100,7 +100,7 @@ def child_main(argv: list[str]) -> int:
     model = load_model(model_path, device="cpu")
     base = _maxrss_mb()
     started = time.perf_counter()
-    info = deblur_file(
+    report = deblur_file(
         Path(src),
         Path(dst),
         model,
@@ -115,11 +115,11 @@ def child_main(argv: list[str]) -> int:
                 "seconds": seconds,
                 "peak_rss_mb": _maxrss_mb(),
                 "model_rss_mb": base,
-                "tile": info["tile"],
-                "overlap": info["overlap"],
-                "tiles": info["tiles_per_plane"] * info["planes"],
-                "rows_read": info["rows_read"],
-                "rows_blended": info["rows_blended"],
+                "tile": report.tile,
+                "overlap": report.overlap,
+                "tiles": report.tiles_per_plane * report.planes,
+                "rows_read": report.rows_read,
+                "rows_blended": report.rows_blended,
             }
         )
     )

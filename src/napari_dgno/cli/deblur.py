@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from ..errors import InputError, one_line
+from ..options import DeblurOptions
 from ._args import FLUX_CHOICES, pixels_or_auto
 
 
@@ -107,6 +108,19 @@ class _Progress:
             self.bar.close()
 
 
+def options_from(args) -> DeblurOptions:
+    """The run options the flags ask for, built once and handed on whole."""
+    return DeblurOptions(
+        element_size=args.element_size,
+        flux=args.flux,
+        device=args.device,
+        tile=args.tile,
+        overlap=args.overlap,
+        threads=args.threads,
+        self_ensemble=args.self_ensemble,
+    )
+
+
 def run_deblur(args) -> int:
     from ..batch import is_batch
 
@@ -126,28 +140,18 @@ def run_deblur(args) -> int:
     model = load_model(model_name, device=args.device)
     progress = _Progress(enabled=not args.quiet)
     try:
-        run_info = deblur_file(
-            source,
-            args.output,
-            model,
-            stream=True if args.stream else None,
-            progress=progress,
-            element_size=args.element_size,
-            flux=args.flux,
-            tile=args.tile,
-            overlap=args.overlap,
-            threads=args.threads,
-            self_ensemble=args.self_ensemble,
-        )
+        stream = True if args.stream else None
+        options = options_from(args).replace(device="auto")  # the model is on its device already
+        report = deblur_file(source, args.output, model, options, stream=stream, progress=progress)
     finally:
         progress.close()
     if not args.quiet:
-        shape = "x".join(str(s) for s in run_info["shape"])
-        options = f"E={run_info['element_size']}, flux={run_info['flux']}" if run_info["flux"] else ""
-        streamed = ", streamed" if run_info["streamed"] else ""
+        shape = "x".join(str(s) for s in report.shape)
+        options = f"E={report.element_size}, flux={report.flux}" if report.flux else ""
+        streamed = ", streamed" if report.streamed else ""
         print(
             f"dgno: wrote {args.output} ({shape} float32{streamed}) with model {model.name}"
-            f"{f' ({options})' if options else ''} on {run_info['device']} "
+            f"{f' ({options})' if options else ''} on {report.device} "
             f"in {time.perf_counter() - started:.1f} s",
             file=sys.stderr,
         )
@@ -186,13 +190,7 @@ def run_batch(args) -> int:
             model_name,
             scheduler=args.scheduler,
             workers=args.workers,
-            threads=args.threads,
-            device=args.device,
-            element_size=args.element_size,
-            flux=args.flux,
-            tile=args.tile,
-            overlap=args.overlap,
-            self_ensemble=args.self_ensemble,
+            options=options_from(args),
             stream=True if args.stream else None,
             force=args.force,
             on_result=on_result,

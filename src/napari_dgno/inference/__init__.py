@@ -1,6 +1,7 @@
 """Inference: device choice, element-aligned tiling with feathered blending, and the deblur engine."""
 
 from ..devices import autocast_context, available_devices, cpu_threads, resolve_device
+from ..options import DeblurOptions, DeblurReport
 from ..tiling import BandBlender, Blender, Tile, auto_overlap, auto_tile, plan_tiles, tile_weight
 from .engine import (
     DeblurModel,
@@ -18,6 +19,8 @@ __all__ = [
     "BandBlender",
     "Blender",
     "DeblurModel",
+    "DeblurOptions",
+    "DeblurReport",
     "Tile",
     "auto_overlap",
     "auto_tile",

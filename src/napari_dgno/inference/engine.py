@@ -25,6 +25,7 @@ from ..errors import Cancelled, DGNOError, InputError
 from ..model import FLUX_VARIANTS
 from ..model.config import check_element_size
 from ..normalize import Normalization, fit_normalization
+from ..options import DeblurOptions, DeblurReport
 from ..registry import (  # noqa: F401  (re-exported: the engine's public names before the registry)
     DeblurModel,
     default_model_name,
@@ -300,30 +301,26 @@ class _Job:
     norm: Normalization
     constant: float | None
     kwargs: dict
-    self_ensemble: bool = False
+    options: DeblurOptions
     stats: dict = field(default_factory=lambda: {"rows_read": 0, "rows_blended": 0, "tiles_per_plane": 0})
 
 
-def _prepare(
-    image, model, element_size, flux, device, tile, overlap, channel_axis, self_ensemble=False
-) -> _Job:
+def _prepare(image, model, options: DeblurOptions, channel_axis=None) -> _Job:
     arr, lazy = _check_image(image, channel_axis)
-    dm = resolve_model(model, device)
-    e, f = _runtime_options(dm, element_size, flux)
+    dm = resolve_model(model, options.device)
+    e, f = _runtime_options(dm, options.element_size, options.flux)
     multiple = _pad_multiple(dm.net, e)
     plane_shape = tuple(int(s) for s in arr.shape[-2:])
-    tile_px, overlap_px = _tile_sizes(tile, overlap, plane_shape, multiple, dm.device)
+    tile_px, overlap_px = _tile_sizes(options.tile, options.overlap, plane_shape, multiple, dm.device)
     norm, constant = _fit(arr, lazy)
     kwargs = {"element_size": e, "flux": f} if e is not None and _accepts_options(type(dm.net)) else {}
-    return _Job(
-        arr, lazy, dm, e, f, multiple, tile_px, overlap_px, norm, constant, kwargs, bool(self_ensemble)
-    )
+    return _Job(arr, lazy, dm, e, f, multiple, tile_px, overlap_px, norm, constant, kwargs, options)
 
 
 Emit = Callable[[tuple, int, np.ndarray], None]
 
 
-def _execute(job: _Job, emit: Emit, progress, cancel, threads, mixed_precision) -> None:
+def _execute(job: _Job, emit: Emit, progress, cancel) -> None:
     """Restore every plane band by band; ``emit(plane index, first row, rows)`` gets finished rows
     (float32, input units) top to bottom. After an out-of-memory retry a plane is emitted again
     from its first row, with smaller tiles."""
@@ -351,8 +348,8 @@ def _execute(job: _Job, emit: Emit, progress, cancel, threads, mixed_precision) 
             for t in row:
                 check_cancel()
                 x = torch.from_numpy(np.ascontiguousarray(band[:, t.x0 : t.x1]))[None, None].to(dev)
-                with autocast_context(dev, mixed_precision):
-                    y = dihedral_average(predict, x) if job.self_ensemble else net(x, **job.kwargs)
+                with autocast_context(dev, job.options.mixed_precision):
+                    y = dihedral_average(predict, x) if job.options.self_ensemble else net(x, **job.kwargs)
                 blender.add(t, y.float()[0, 0].cpu().numpy())
                 done += 1
                 if progress is not None:
@@ -373,7 +370,7 @@ def _execute(job: _Job, emit: Emit, progress, cancel, threads, mixed_precision) 
             progress(done, total)
 
     was_training = net.training
-    threads_ctx = cpu_threads(threads) if dev.type == "cpu" else contextlib.nullcontext()
+    threads_ctx = cpu_threads(job.options.threads) if dev.type == "cpu" else contextlib.nullcontext()
     try:
         net.eval()
         with threads_ctx, torch.inference_mode():
@@ -408,11 +405,9 @@ def _execute(job: _Job, emit: Emit, progress, cancel, threads, mixed_precision) 
     job.stats["planes"] = len(planes)
 
 
-def _fill_info(info: dict | None, job: _Job, started: float, **extra) -> None:
-    if info is None:
-        return
+def _report(job: _Job, started: float, streamed: bool, output=None) -> DeblurReport:
     dm = job.dm
-    info.update(
+    return DeblurReport(
         model=dm.name,
         model_path=str(dm.path) if dm.path else None,
         element_size=job.element_size,
@@ -420,7 +415,7 @@ def _fill_info(info: dict | None, job: _Job, started: float, **extra) -> None:
         device=str(dm.device),
         tile=job.tile,
         overlap=job.overlap,
-        self_ensemble=job.self_ensemble,
+        self_ensemble=job.options.self_ensemble,
         tiles_per_plane=job.stats["tiles_per_plane"],
         planes=job.stats["planes"],
         normalization=job.norm.to_dict(),
@@ -428,8 +423,48 @@ def _fill_info(info: dict | None, job: _Job, started: float, **extra) -> None:
         rows_read=job.stats["rows_read"],
         rows_blended=job.stats["rows_blended"],
         seconds=time.perf_counter() - started,
-        **extra,
+        streamed=streamed,
+        output=None if output is None else str(output),
     )
+
+
+def restore(image, model, options: DeblurOptions, *, progress=None, cancel=None, channel_axis=None):
+    """:func:`deblur` for callers that hold a :class:`DeblurOptions`: ``(restored, DeblurReport)``."""
+    started = time.perf_counter()
+    job = _prepare(image, model, options, channel_axis)
+    out = np.empty(job.arr.shape, dtype=np.float32)
+
+    def emit(idx, y0, rows):
+        out[idx][y0 : y0 + len(rows)] = rows
+
+    _execute(job, emit, progress, cancel)
+    if channel_axis is not None:
+        out = np.moveaxis(out, 0, channel_axis)
+    return out, _report(job, started, streamed=False)
+
+
+def restore_to(image, out, model, options: DeblurOptions, *, progress=None, cancel=None, metadata=None):
+    """:func:`deblur_to` for callers that hold a :class:`DeblurOptions`: ``(out, DeblurReport)``."""
+    started = time.perf_counter()
+    job = _prepare(image, model, options)
+    shape = tuple(int(s) for s in job.arr.shape)
+    if isinstance(out, (str, os.PathLike)):
+        from ..io.stream import open_image_writer
+
+        with open_image_writer(out, shape, metadata=metadata) as writer:
+            _execute(job, writer.write_rows, progress, cancel)
+        return Path(out), _report(job, started, streamed=True, output=out)
+    if tuple(getattr(out, "shape", ())) != shape or not hasattr(out, "__setitem__"):
+        raise InputError(
+            f"out must be a .tif/.zarr path or a writable array of shape {shape}, "
+            f"got {type(out).__name__} of shape {getattr(out, 'shape', None)}"
+        )
+
+    def emit(idx, y0, rows):
+        out[(*idx, slice(y0, y0 + len(rows)), slice(None))] = rows
+
+    _execute(job, emit, progress, cancel)
+    return out, _report(job, started, streamed=True)
 
 
 def deblur(
@@ -448,6 +483,7 @@ def deblur(
     mixed_precision: bool = True,
     self_ensemble: bool = False,
     info: dict | None = None,
+    options: DeblurOptions | None = None,
 ) -> np.ndarray:
     """Restore a defocused image; float32 of the same shape, in the input's intensity units.
 
@@ -479,7 +515,9 @@ def deblur(
         About 8x the time (memory as for one pass) for typically about +0.1 dB PSNR on our bench.
     info: if a dict is given it is filled with what was done (model, normalisation, tiles,
         ``self_ensemble``, time, and ``rows_read`` / ``rows_blended``: the most rows of one plane
-        held at once).
+        held at once): :meth:`DeblurReport.to_dict`.
+    options: a :class:`DeblurOptions` holding the run options above; keyword arguments that differ
+        from their defaults are applied on top of it.
 
     Rules on input: NaN/inf, empty arrays, fewer than 2 dimensions, Y or X under 8 px, and
     bool/complex/object dtypes are refused with an :class:`InputError`. Planes smaller than one
@@ -487,17 +525,12 @@ def deblur(
     one percentile fit (1 / 99.8) over the whole input, inverted at the end; a constant image comes
     back unchanged.
     """
-    started = time.perf_counter()
-    job = _prepare(image, model, element_size, flux, device, tile, overlap, channel_axis, self_ensemble)
-    out = np.empty(job.arr.shape, dtype=np.float32)
-
-    def emit(idx, y0, rows):
-        out[idx][y0 : y0 + len(rows)] = rows
-
-    _execute(job, emit, progress, cancel, threads, mixed_precision)
-    if channel_axis is not None:
-        out = np.moveaxis(out, 0, channel_axis)
-    _fill_info(info, job, started, streamed=False)
+    keywords = dict(element_size=element_size, flux=flux, device=device, tile=tile, overlap=overlap)
+    keywords.update(threads=threads, mixed_precision=mixed_precision, self_ensemble=self_ensemble)
+    options = (options or DeblurOptions()).overridden(**keywords)
+    out, report = restore(image, model, options, progress=progress, cancel=cancel, channel_axis=channel_axis)
+    if info is not None:
+        info.update(report.to_dict())
     return out
 
 
@@ -518,6 +551,7 @@ def deblur_to(
     self_ensemble: bool = False,
     metadata: dict | None = None,
     info: dict | None = None,
+    options: DeblurOptions | None = None,
 ):
     """Like :func:`deblur`, but rows are written to ``out`` as soon as they are final.
 
@@ -536,25 +570,10 @@ def deblur_to(
     Everything else as in :func:`deblur` (colour images: use :func:`deblur`). The values are
     identical to :func:`deblur`'s.
     """
-    started = time.perf_counter()
-    job = _prepare(image, model, element_size, flux, device, tile, overlap, None, self_ensemble)
-    shape = tuple(int(s) for s in job.arr.shape)
-    if isinstance(out, (str, os.PathLike)):
-        from ..io.stream import open_image_writer
-
-        with open_image_writer(out, shape, metadata=metadata) as writer:
-            _execute(job, writer.write_rows, progress, cancel, threads, mixed_precision)
-        _fill_info(info, job, started, streamed=True, output=str(out))
-        return Path(out)
-    if tuple(getattr(out, "shape", ())) != shape or not hasattr(out, "__setitem__"):
-        raise InputError(
-            f"out must be a .tif/.zarr path or a writable array of shape {shape}, "
-            f"got {type(out).__name__} of shape {getattr(out, 'shape', None)}"
-        )
-
-    def emit(idx, y0, rows):
-        out[(*idx, slice(y0, y0 + len(rows)), slice(None))] = rows
-
-    _execute(job, emit, progress, cancel, threads, mixed_precision)
-    _fill_info(info, job, started, streamed=True)
+    keywords = dict(element_size=element_size, flux=flux, device=device, tile=tile, overlap=overlap)
+    keywords.update(threads=threads, mixed_precision=mixed_precision, self_ensemble=self_ensemble)
+    options = (options or DeblurOptions()).overridden(**keywords)
+    out, report = restore_to(image, out, model, options, progress=progress, cancel=cancel, metadata=metadata)
+    if info is not None:
+        info.update(report.to_dict())
     return out

@@ -12,14 +12,19 @@ import math
 import torch
 
 
+def _block_tokens(pixels: int, level: int, height: int, width: int, what: str) -> tuple[int, int]:
+    """(rows, cols) in tokens at ``level`` of a square block of ``pixels`` (0 = the whole map)."""
+    if pixels == 0:
+        return height, width
+    side = max(1, pixels >> level)
+    if height % side or width % side:
+        raise ValueError(f"feature map {height}x{width} is not a whole number of {side}-token {what}")
+    return side, side
+
+
 def element_tokens(element_size: int, level: int, height: int, width: int) -> tuple[int, int]:
     """Block size (rows, cols) in tokens at ``level`` for an element of ``element_size`` pixels."""
-    if element_size == 0:
-        return height, width
-    side = max(1, element_size >> level)
-    if height % side or width % side:
-        raise ValueError(f"feature map {height}x{width} is not a whole number of {side}-token elements")
-    return side, side
+    return _block_tokens(element_size, level, height, width, "elements")
 
 
 def pad_multiple(element_size: int, levels: int, window: int = 0) -> int:
@@ -45,12 +50,7 @@ def from_elements(t: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
 def window_tokens(window: int, level: int, height: int, width: int) -> tuple[int, int]:
     """Scan-window size (rows, cols) in tokens at ``level`` for windows of ``window`` pixels (0 = the
     whole feature map)."""
-    if window == 0:
-        return height, width
-    side = max(1, window >> level)
-    if height % side or width % side:
-        raise ValueError(f"feature map {height}x{width} is not a whole number of {side}-token windows")
-    return side, side
+    return _block_tokens(window, level, height, width, "windows")
 
 
 def to_windows(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:

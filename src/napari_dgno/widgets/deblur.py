@@ -16,6 +16,7 @@ from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLabel, QSpinBox, 
 from .. import __version__
 from ..errors import DGNOError, InputError
 from ..model import FLUX_VARIANTS
+from ..options import DeblurOptions
 from ._common import (
     AutoSpinBox,
     DeviceCombo,
@@ -105,33 +106,26 @@ def deblur_layer(
     Scriptable: ``viewer._add_layer_from_data(*deblur_layer(viewer.layers["img"], "my-model"))``.
     Bad layers raise :class:`~napari_dgno.errors.InputError` with a one-line reason.
     """
-    from ..inference.engine import deblur
+    from ..inference.engine import restore
 
     check_image_layer(layer, element_size or None)
     source = snapshot_layer(layer)
-    info: dict = {}
-    requested = {
-        "element_size": element_size,
-        "flux": flux,
-        "device": device,
-        "tile": tile,
-        "overlap": overlap,
-        "self_ensemble": self_ensemble,
-    }
-    result = deblur(
-        layer.data,
-        model,
+    options = DeblurOptions(
         element_size=element_size,
         flux=flux,
         device=device,
         tile=tile,
         overlap=overlap,
         self_ensemble=self_ensemble,
-        progress=progress,
-        cancel=cancel,
-        info=info,
     )
-    return output_layer_tuple(source, result, info, requested)
+    result, report = restore(layer.data, model, options, progress=progress, cancel=cancel)
+    return output_layer_tuple(source, result, report.to_dict(), _requested(options))
+
+
+def _requested(options: DeblurOptions) -> dict:
+    """The options as the user set them, for the output layer's metadata."""
+    keys = ("element_size", "flux", "device", "tile", "overlap", "self_ensemble")
+    return {k: getattr(options, k) for k in keys}
 
 
 def default_model():
@@ -320,30 +314,18 @@ class DeblurWidget(QWidget):
         except DGNOError as err:
             report_failure(self.panel, err)
             return None
-        from ..inference.engine import deblur
+        from ..inference.engine import restore
 
         data = layer.data  # a reference: the engine reads it and never writes to it
         source = snapshot_layer(layer)
         planes = int(np.prod(data.shape[:-2], dtype=np.int64)) if data.ndim > 2 else 1
-        requested = {k: v for k, v in s.items() if k != "model"}
+        # One frozen options object, built here on the GUI thread and handed to the worker.
+        options = DeblurOptions(**{k: v for k, v in s.items() if k != "model"})
 
         def job(progress, cancel):
             model = load_chosen_model(s["model"], s["device"])
-            info: dict = {}
-            out = deblur(
-                data,
-                model,
-                element_size=s["element_size"],
-                flux=s["flux"],
-                device=s["device"],
-                tile=s["tile"],
-                overlap=s["overlap"],
-                self_ensemble=s["self_ensemble"],
-                progress=progress,
-                cancel=cancel,
-                info=info,
-            )
-            return output_layer_tuple(source, out, info, requested)
+            out, report = restore(data, model, options, progress=progress, cancel=cancel)
+            return output_layer_tuple(source, out, report.to_dict(), _requested(options))
 
         return self.panel.start(job, f"deblurring {layer.name}", self._add_result, planes=planes)
 
