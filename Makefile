@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 XVFB := xvfb-run -a -s "-screen 0 1280x1024x24"
-# Debian packages napari's OpenGL canvas needs under a virtual X server (see design.md).
+# Debian packages napari's OpenGL canvas needs under a virtual X server (see docs/design.md).
 APT_PACKAGES := xvfb xauth libgl1 libegl1 libgl1-mesa-dri libxkbcommon-x11-0 libxcb-cursor0 \
 	libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-shape0 \
 	libxcb-xinerama0 libxcb-xinput0 libxcb-xfixes0 libdbus-1-3 libfontconfig1

@@ -59,7 +59,7 @@ def test_psf_is_normalised_odd_and_centred(z):
 
 @pytest.mark.parametrize("z, radius", [(0.0, 1.0), (4.0, 3.0), (16.0, 10.0), (32.0, 21.0)])
 def test_80_percent_energy_radius_matches_design_table(z, radius):
-    # design.md: at NA 0.45 the 80 %-energy radius is about 1, 3, 10, 21 px.
+    # docs/design.md: at NA 0.45 the 80 %-energy radius is about 1, 3, 10, 21 px.
     assert energy_radius(defocus_psf(z, Optics(na=0.45))) == pytest.approx(radius, rel=0.3)
 
 

@@ -239,7 +239,7 @@ def test_model_choices_checkpoint_file_and_trained_combos(
 ):
     from qtpy.QtWidgets import QFileDialog
 
-    from napari_dgno.widgets._common import LOAD_CHECKPOINT
+    from napari_dgno.widgets.pickers import LOAD_CHECKPOINT
 
     viewer = make_napari_viewer()
     widget = make_widget(viewer, tiny_model)

@@ -17,21 +17,11 @@ from .. import __version__
 from ..errors import DGNOError, InputError
 from ..model import FLUX_VARIANTS
 from ..options import DeblurOptions
-from ._common import (
-    AutoSpinBox,
-    DeviceCombo,
-    JobHandle,
-    LayerPicker,
-    ModelPicker,
-    RunPanel,
-    check_image_layer,
-    describe_error,
-    load_chosen_model,
-    notify,
-    report_failure,
-    spatial_kwargs,
-    trained_label,
-)
+from .jobs import JobHandle
+from .layers import check_image_layer, spatial_kwargs
+from .messages import describe_error, notify
+from .pickers import AutoSpinBox, DeviceCombo, LayerPicker, ModelPicker, load_chosen_model, trained_label
+from .run_panel import RunPanel, report_failure
 
 if TYPE_CHECKING:
     import napari

@@ -40,18 +40,11 @@ from qtpy.QtWidgets import (
 from ..errors import DGNOError, InputError
 from ..train import layer_sources as ls
 from ..train.state import checkpoints
-from ._common import (
-    DeviceCombo,
-    JobHandle,
-    LayerPicker,
-    ModelPicker,
-    RunPanel,
-    check_image_layer,
-    models_changed,
-    notify,
-    report_failure,
-    start_job,
-)
+from .jobs import JobHandle, start_job
+from .layers import check_image_layer
+from .messages import notify
+from .pickers import DeviceCombo, LayerPicker, ModelPicker, models_changed
+from .run_panel import RunPanel, report_failure
 
 if TYPE_CHECKING:
     import napari

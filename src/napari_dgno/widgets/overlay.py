@@ -33,20 +33,10 @@ from ..overlays import (
     mosaic_transform,
     normalize_for_display,
 )
-from ._common import (
-    AutoSpinBox,
-    DeviceCombo,
-    JobHandle,
-    LayerPicker,
-    ModelPicker,
-    RunPanel,
-    check_image_layer,
-    current_plane_index,
-    is_output_layer,
-    load_chosen_model,
-    report_failure,
-    trained_label,
-)
+from .jobs import JobHandle
+from .layers import check_image_layer, current_plane_index, is_output_layer
+from .pickers import AutoSpinBox, DeviceCombo, LayerPicker, ModelPicker, load_chosen_model, trained_label
+from .run_panel import RunPanel, report_failure
 
 if TYPE_CHECKING:
     import napari
