@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_dgno.data.sources import procedural_nuclei
+from napari_dgno.data.clean_images import procedural_nuclei
 from napari_dgno.metrics import psnr_ssim
 from napari_dgno.physics import (
     CameraConfig,

@@ -76,7 +76,7 @@ def fingerprint(items: list[BenchItem]) -> str:
 
 
 def _build(seed: int, n_procedural: int, cells3d_split_name: str, n_cells3d: int | None) -> BenchSet:
-    from napari_dgno.data.sources import cells3d_split, load_cells3d_nuclei, procedural_nuclei
+    from napari_dgno.data.clean_images import cells3d_split, load_cells3d_nuclei, procedural_nuclei
 
     items, notes = [], []
     for i in range(n_procedural):

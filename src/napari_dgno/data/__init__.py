@@ -4,6 +4,13 @@ numpy/scipy/torch only (never Qt or napari), shared by the training loop, the CL
 fine-tune dock.
 """
 
+from napari_dgno.data.clean_images import (
+    Cells3dSplit,
+    cells3d_images,
+    cells3d_split,
+    load_cells3d_nuclei,
+    procedural_nuclei,
+)
 from napari_dgno.data.datasets import (
     FolderPairs,
     PairDataset,
@@ -14,13 +21,6 @@ from napari_dgno.data.datasets import (
     random_dihedral,
 )
 from napari_dgno.data.focus import find_focus_plane, focus_measure
-from napari_dgno.data.sources import (
-    Cells3dSplit,
-    cells3d_images,
-    cells3d_split,
-    load_cells3d_nuclei,
-    procedural_nuclei,
-)
 
 __all__ = [
     "Cells3dSplit",

@@ -102,7 +102,7 @@ class Trainer:
     """
 
     def __init__(self, config: TrainConfig, source=None, callbacks: Callbacks | None = None):
-        from .sources import build_source  # data sources pull in the simulator; import lazily
+        from .batches import build_source  # data sources pull in the simulator; import lazily
 
         self.cfg = config
         self.callbacks = callbacks or Callbacks()

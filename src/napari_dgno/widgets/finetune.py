@@ -1,6 +1,6 @@
 """The Fine-tune dock: teach a model the user's own microscope, watch it learn, save it for Deblur.
 
-The dock only gathers choices: :mod:`napari_dgno.train.layer_sources` turns layers or folders into a
+The dock only gathers choices: :mod:`napari_dgno.train.user_data` turns layers or folders into a
 training source with a held-out validation part, and :class:`~napari_dgno.train.engine.Trainer`
 trains in a worker (the same engine as ``dgno train``). Stop keeps the last good weights (the Trainer
 saves a checkpoint and exports the EMA weights when stopped); Resume continues that checkpoint
@@ -38,7 +38,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import DGNOError, InputError
-from ..train import layer_sources as ls
+from ..train import user_data as ls
 from ..train.state import checkpoints
 from .jobs import JobHandle, start_job
 from .layers import check_image_layer

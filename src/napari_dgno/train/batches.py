@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..data.clean_images import cells3d_images, procedural_nuclei
 from ..data.datasets import FolderPairs, PairDataset, SimulatedPairs, ZStackPairs, fixed_validation_set
-from ..data.sources import cells3d_images, procedural_nuclei
 from ..errors import InputError
 from ..physics.depth import DepthConfig
 from ..physics.simulate import SimulationConfig

@@ -36,8 +36,8 @@ from ..data.datasets import (
 )
 from ..data.focus import find_focus_plane
 from ..errors import InputError
+from .batches import DatasetSource, simulation_config
 from .config import TrainConfig
-from .sources import DatasetSource, simulation_config
 
 MIN_VALIDATION_ROWS = 16  # a thinner strip gives validation crops too small to judge deblurring
 MIN_PATCH = 8  # the smallest crop a dataset accepts

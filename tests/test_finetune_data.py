@@ -8,7 +8,7 @@ import tifffile
 import torch
 
 from napari_dgno.errors import InputError
-from napari_dgno.train import layer_sources as ls
+from napari_dgno.train import user_data as ls
 
 
 @pytest.fixture(autouse=True)
