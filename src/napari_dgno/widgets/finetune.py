@@ -11,7 +11,6 @@ refreshes at once.
 from __future__ import annotations
 
 import math
-import queue
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -535,59 +534,53 @@ class FinetuneWidget(QWidget):
     def _start(self, run: RunState, build, resume: bool) -> JobHandle:
         from ..train.engine import Callbacks, Trainer
 
-        events: queue.SimpleQueue = queue.SimpleQueue()
         cfg = run.config
 
-        def job(progress, cancel):
+        def job(progress, cancel, emit):
             run.source = build()
-            events.put(("log", f"data: {_describe_data(run.source.describe())}"))
+            emit(("log", f"data: {_describe_data(run.source.describe())}"))
             trainer: Trainer
 
             def on_step(info):
-                events.put(("step", info))
+                emit(("step", info))
                 progress(info.step, info.total)
 
             def on_validation(step, metrics):
                 inputs = next((h["input"] for h in trainer.history if "input" in h), {})
-                events.put(("validation", step, metrics, inputs.get("psnr")))
+                emit(("validation", step, metrics, inputs.get("psnr")))
                 progress(step, cfg.steps)
 
-            callbacks = Callbacks(on_step, on_validation, cancel, lambda m: events.put(("log", m)))
+            callbacks = Callbacks(on_step, on_validation, cancel, lambda m: emit(("log", m)))
             trainer = Trainer(cfg, run.source, callbacks)
             return trainer.run(resume=resume)
 
         verb = "resuming" if resume else "fine-tuning"
-        handle = start_job(job, f"{verb} {cfg.name}")
+        handle = start_job(job, f"{verb} {cfg.name}", events=True)
         self.panel.attach(handle, unit="step")
         outcome: dict = {}
-        handle.progressed.connect(lambda *_: self._drain(events))
+        handle.event.connect(self._on_event)
         handle.succeeded.connect(lambda _: outcome.setdefault("status", "done"))
         handle.cancelled.connect(lambda: outcome.setdefault("status", "stopped"))
         handle.failed.connect(lambda exc: outcome.update(status="failed", error=exc))
-        handle.finished.connect(lambda: self._finished(run, events, outcome))
+        handle.finished.connect(lambda: self._finished(run, outcome))
         self._run = run
         self._t0 = time.monotonic()
         self.save_name.setPlaceholderText(cfg.name)
         self._update_buttons()
         return handle
 
-    def _drain(self, events: queue.SimpleQueue) -> None:
-        """Hand the worker's step and validation events to the plot and the numbers line."""
-        while True:
-            try:
-                event = events.get_nowait()
-            except queue.Empty:
-                break
-            kind = event[0]
-            if kind == "step":
-                info = event[1]
-                self.plot.add_step(info.step, info.loss)
-                self._last_step = info
-            elif kind == "validation":
-                _, step, metrics, input_psnr = event
-                self.plot.add_validation(step, metrics["psnr"], input_psnr)
-            else:  # the engine's log: data used, resumed from which checkpoint
-                self.panel.show_message(str(event[1]))
+    def _on_event(self, event: tuple) -> None:
+        """A training step, a validation or a log line from the job: to the plot and the numbers."""
+        kind = event[0]
+        if kind == "step":
+            info = event[1]
+            self.plot.add_step(info.step, info.loss)
+            self._last_step = info
+        elif kind == "validation":
+            _, step, metrics, input_psnr = event
+            self.plot.add_validation(step, metrics["psnr"], input_psnr)
+        else:  # the engine's log: data used, resumed from which checkpoint
+            self.panel.show_message(str(event[1]))
         self._show_stats()
 
     def _show_stats(self) -> None:
@@ -607,8 +600,7 @@ class FinetuneWidget(QWidget):
             parts.append(text)
         self.stats.setText(" · ".join(parts))
 
-    def _finished(self, run: RunState, events: queue.SimpleQueue, outcome: dict) -> None:
-        self._drain(events)
+    def _finished(self, run: RunState, outcome: dict) -> None:
         self.plot.redraw()
         run.steps_done = ls.exported_steps(run.stem) or 0
         run.checkpointed = bool(checkpoints(run.config.run_dir))

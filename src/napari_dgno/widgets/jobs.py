@@ -22,6 +22,7 @@ class JobHandle(QObject):
     """One running job: Qt signals on the GUI thread, a thread-safe ``cancel()``."""
 
     progressed = Signal(int, int)  # done, total
+    event = Signal(object)  # anything else the job reports on the way (training steps, log lines)
     succeeded = Signal(object)
     failed = Signal(object)  # the exception
     cancelled = Signal()
@@ -43,20 +44,26 @@ class JobHandle(QObject):
         return self._cancel.is_set()
 
 
-def _job_generator(job: Callable, handle: JobHandle):
-    """Runs ``job(progress, cancel)`` in a helper thread and yields its progress from the worker.
+def _job_generator(job: Callable, handle: JobHandle, with_events: bool = False):
+    """Runs ``job(progress, cancel[, emit])`` in a helper thread and yields what it reports.
 
-    Library functions report progress through callbacks, which cannot ``yield``; a queue turns the
-    callbacks into the generator's yields, so napari's worker stays the one place that talks to Qt.
+    Library functions report through callbacks, which cannot ``yield``; a queue turns the callbacks
+    into the generator's yields, so napari's worker stays the one place that talks to Qt. Each
+    yield is ``(last progress or None, [events in order])``: progress is coalesced, events are not.
     """
     updates: queue.SimpleQueue = queue.SimpleQueue()
     box: dict = {}
 
+    def progress(done, total):
+        updates.put(("progress", (int(done), int(total))))
+
+    def emit(event):
+        updates.put(("event", event))
+
     def target():
+        args = (progress, handle._cancel.is_set) + ((emit,) if with_events else ())
         try:
-            box["result"] = job(
-                lambda done, total: updates.put((int(done), int(total))), handle._cancel.is_set
-            )
+            box["result"] = job(*args)
         except BaseException as exc:  # handed to the GUI thread below
             box["error"] = exc
             box["traceback"] = traceback.format_exc()
@@ -65,14 +72,18 @@ def _job_generator(job: Callable, handle: JobHandle):
     thread.start()
     while True:
         thread.join(POLL_S)
-        last = None
+        last, events = None, []
         while True:
             try:
-                last = updates.get_nowait()
+                kind, payload = updates.get_nowait()
             except queue.Empty:
                 break
-        if last is not None:
-            yield last
+            if kind == "progress":
+                last = payload
+            else:
+                events.append(payload)
+        if last is not None or events:
+            yield last, events
         if not thread.is_alive():
             break
     if "error" in box:
@@ -87,9 +98,12 @@ def _job_generator(job: Callable, handle: JobHandle):
     return ("ok", box.get("result"))
 
 
-def start_job(job: Callable, description: str, *, activity: bool = True) -> JobHandle:
+def start_job(job: Callable, description: str, *, activity: bool = True, events: bool = False) -> JobHandle:
     """Start ``job(progress, cancel) -> result`` in a napari ``thread_worker``; return its handle.
 
+    With ``events`` the job is called as ``job(progress, cancel, emit)`` and every ``emit(obj)``
+    arrives, in order, as the handle's ``event(obj)`` (a training run's steps and validations): one
+    channel for everything a job reports, so no dock keeps a queue of its own.
     The handle emits ``progressed(done, total)``, then exactly one of ``succeeded(result)``,
     ``failed(exc)`` or ``cancelled()``, then ``finished()``; all on the GUI thread. A job that
     finishes after ``cancel()`` counts as cancelled, so a cancelled run never adds anything. With
@@ -104,7 +118,12 @@ def start_job(job: Callable, description: str, *, activity: bool = True) -> JobH
         handle.pbar = progress(total=0, desc=f"napari-dgno: {description}")
 
     def on_yield(value):
-        done, total = value
+        last, reported = value
+        for event in reported:
+            handle.event.emit(event)
+        if last is None:
+            return
+        done, total = last
         if handle.pbar is not None:
             if handle.pbar.total != total:
                 handle.pbar.total = total
@@ -131,7 +150,7 @@ def start_job(job: Callable, description: str, *, activity: bool = True) -> JobH
         handle.finished.emit()
         _RUNNING.discard(handle)
 
-    worker = create_worker(_job_generator, job, handle, _start_thread=False)
+    worker = create_worker(_job_generator, job, handle, events, _start_thread=False)
     worker.yielded.connect(on_yield)
     worker.returned.connect(on_return)
     worker.errored.connect(on_error)
