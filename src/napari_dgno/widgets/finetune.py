@@ -17,12 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
-    QFileDialog,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
@@ -42,8 +40,9 @@ from ..train.state import checkpoints
 from .jobs import JobHandle, start_job
 from .layers import check_image_layer
 from .messages import notify
-from .pickers import DeviceCombo, LayerPicker, ModelPicker, models_changed
-from .run_panel import RunPanel, report_failure
+from .pickers import DeviceCombo, FolderEdit, LayerPicker, ModelPicker, models_changed
+from .run_panel import TrainPanel, report_failure
+from .training_plot import TrainingPlot, theme_colors
 
 if TYPE_CHECKING:
     import napari
@@ -79,176 +78,6 @@ class RunState:
             and self.source is not None
             and self.steps_done < self.config.steps
         )
-
-
-# --------------------------------------------------------------------------------------------------
-# Small widgets
-
-
-class FolderEdit(QWidget):
-    """A path field with a "…" button that opens a folder chooser."""
-
-    def __init__(self, caption: str, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.caption = caption
-        self.edit = QLineEdit(self)
-        self.edit.setPlaceholderText("choose a folder…")
-        self.button = QPushButton("…", self)
-        self.button.setFixedWidth(28)
-        row = QHBoxLayout(self)
-        row.setContentsMargins(0, 0, 0, 0)
-        row.addWidget(self.edit, 1)
-        row.addWidget(self.button)
-        self.button.clicked.connect(self._browse)
-
-    def _browse(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, self.caption, self.edit.text())
-        if path:
-            self.edit.setText(path)
-
-    def path(self) -> str:
-        return self.edit.text().strip()
-
-
-class TrainPanel(RunPanel):
-    """The Run panel with training words: Train becomes Stop, and Stop keeps what was learnt."""
-
-    def attach(self, handle: JobHandle, planes: int = 1, unit: str | None = "step") -> None:
-        super().attach(handle, planes, unit)
-        self.button.setText("Stop")
-        self.button.setToolTip("Stop after the current step; the weights so far are kept (Resume continues)")
-
-    def cancel(self) -> None:
-        super().cancel()
-        if self.handle is not None:
-            self.button.setText("Stopping…")
-
-    def _finished(self) -> None:
-        super()._finished()
-        self.button.setToolTip("")
-
-
-class TrainingPlot(QWidget):
-    """Live training loss (log scale) and validation PSNR, with the input's PSNR as a baseline.
-
-    matplotlib's Qt canvas when matplotlib is installed, otherwise only the numbers in the dock.
-    Redraws are throttled: drawing competes with the training thread for the CPU.
-    """
-
-    REDRAW_MS = 500
-
-    def __init__(self, colors: dict, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.steps: list[int] = []
-        self.losses: list[float] = []
-        self.val_steps: list[int] = []
-        self.psnrs: list[float] = []
-        self.input_psnr = math.nan
-        box = QVBoxLayout(self)
-        box.setContentsMargins(0, 0, 0, 0)
-        self.canvas = None
-        try:
-            from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-            from matplotlib.figure import Figure
-            from matplotlib.ticker import FormatStrFormatter
-        except ImportError:
-            box.addWidget(QLabel("(install matplotlib for a live plot)", self))
-            return
-        fg, bg = colors["text"], colors["background"]
-        figure = Figure(figsize=(3.6, 2.4), dpi=90, facecolor=bg, layout="constrained")
-        self.ax = figure.add_subplot(facecolor=bg)
-        self.ax2 = self.ax.twinx()
-        for ax in (self.ax, self.ax2):
-            ax.tick_params(colors=fg, labelsize=8)
-            for spine in ax.spines.values():
-                spine.set_color(fg)
-        self.ax.set_xlabel("step", color=fg, fontsize=8)
-        self.ax.set_ylabel("training loss", color="#5ab4ff", fontsize=8)
-        self.ax2.set_ylabel("validation PSNR (dB)", color="#ffb347", fontsize=8)
-        self.ax.set_yscale("log")
-        (self.raw_line,) = self.ax.plot([], [], color="#5ab4ff", lw=0.6, alpha=0.35)
-        (self.loss_line,) = self.ax.plot([], [], color="#5ab4ff", lw=1.5, label="loss (smoothed)")
-        (self.psnr_line,) = self.ax2.plot([], [], "o-", color="#ffb347", ms=3, lw=1.2, label="val PSNR")
-        self.input_line = self.ax2.axhline(math.nan, color="#ffb347", ls=":", lw=1, label="input PSNR")
-        self.ax.yaxis.set_major_formatter(FormatStrFormatter("%.2g"))
-        self.ax.yaxis.set_minor_formatter(FormatStrFormatter("%.2g"))
-        legend = figure.legend(
-            [self.loss_line, self.psnr_line, self.input_line],
-            ["loss (smoothed)", "validation PSNR", "input PSNR"],
-            loc="outside upper center",
-            ncols=3,
-            fontsize=7,
-            frameon=False,
-        )
-        for text in legend.get_texts():
-            text.set_color(fg)
-        self.canvas = FigureCanvasQTAgg(figure)
-        self.canvas.setMinimumHeight(200)
-        box.addWidget(self.canvas)
-        self._timer = QTimer(self)
-        self._timer.setSingleShot(True)
-        self._timer.setInterval(self.REDRAW_MS)
-        self._timer.timeout.connect(self.redraw)
-
-    def clear(self) -> None:
-        self.steps, self.losses, self.val_steps, self.psnrs = [], [], [], []
-        self.input_psnr = math.nan
-        self.redraw()
-
-    def add_step(self, step: int, loss: float) -> None:
-        self.steps.append(int(step))
-        self.losses.append(float(loss))
-        self._schedule()
-
-    def add_validation(self, step: int, psnr: float, input_psnr: float | None = None) -> None:
-        self.val_steps.append(int(step))
-        self.psnrs.append(float(psnr))
-        if input_psnr is not None:
-            self.input_psnr = float(input_psnr)
-        self._schedule()
-
-    def smoothed(self) -> np.ndarray:
-        """Exponential moving average of the loss (per-step losses of small batches are noisy)."""
-        out, value = [], None
-        for loss in self.losses:
-            value = loss if value is None else 0.9 * value + 0.1 * loss
-            out.append(value)
-        return np.asarray(out)
-
-    def _schedule(self) -> None:
-        if self.canvas is not None and not self._timer.isActive():
-            self._timer.start()
-
-    def redraw(self) -> None:
-        if self.canvas is None:
-            return
-        self.raw_line.set_data(self.steps, self.losses)
-        self.loss_line.set_data(self.steps, self.smoothed())
-        self.psnr_line.set_data(self.val_steps, self.psnrs)
-        self.input_line.set_ydata([self.input_psnr, self.input_psnr])
-        for ax in (self.ax, self.ax2):
-            ax.relim()
-            ax.autoscale_view()
-        if self.steps:
-            self.ax.set_xlim(0, max(self.steps[-1], 1) * 1.02)
-        if self.psnrs or not math.isnan(self.input_psnr):
-            values = [v for v in [*self.psnrs, self.input_psnr] if not math.isnan(v)]
-            self.ax2.set_ylim(min(values) - 0.5, max(values) + 0.5)
-        self.canvas.draw_idle()
-
-
-def _theme_colors(viewer) -> dict:
-    try:
-        from napari.utils.theme import get_theme
-
-        theme = get_theme(viewer.theme)
-        return {"text": theme.text.as_hex(), "background": theme.background.as_hex()}
-    except Exception:  # an unknown or custom theme: napari's dark defaults
-        return {"text": "#f0f1f2", "background": "#262930"}
-
-
-# --------------------------------------------------------------------------------------------------
-# The dock
 
 
 class FinetuneWidget(QWidget):
@@ -345,7 +174,7 @@ class FinetuneWidget(QWidget):
         self.save_button.setToolTip("Add the trained model to your models (Deblur lists it at once)")
         self.stats = QLabel("", self)
         self.stats.setWordWrap(True)
-        self.plot = TrainingPlot(_theme_colors(napari_viewer), self)
+        self.plot = TrainingPlot(theme_colors(napari_viewer), self)
 
         data_box = QGroupBox("Training data", self)
         data_form = QFormLayout(data_box)

@@ -13,6 +13,7 @@ from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
     QHBoxLayout,
+    QLineEdit,
     QPushButton,
     QSpinBox,
     QWidget,
@@ -361,3 +362,28 @@ class AutoSpinBox(QSpinBox):
 
     def auto_value(self):
         return "auto" if self.value() == self.minimum() else int(self.value())
+
+
+class FolderEdit(QWidget):
+    """A path field with a "…" button that opens a folder chooser."""
+
+    def __init__(self, caption: str, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.caption = caption
+        self.edit = QLineEdit(self)
+        self.edit.setPlaceholderText("choose a folder…")
+        self.button = QPushButton("…", self)
+        self.button.setFixedWidth(28)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.edit, 1)
+        row.addWidget(self.button)
+        self.button.clicked.connect(self._browse)
+
+    def _browse(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, self.caption, self.edit.text())
+        if path:
+            self.edit.setText(path)
+
+    def path(self) -> str:
+        return self.edit.text().strip()

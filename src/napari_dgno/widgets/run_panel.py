@@ -144,3 +144,21 @@ def report_failure(panel: RunPanel | None, exc: BaseException) -> str:
         panel.show_message(message, level)
     notify(message, level)
     return message
+
+
+class TrainPanel(RunPanel):
+    """The Run panel with training words: Train becomes Stop, and Stop keeps what was learnt."""
+
+    def attach(self, handle: JobHandle, planes: int = 1, unit: str | None = "step") -> None:
+        super().attach(handle, planes, unit)
+        self.button.setText("Stop")
+        self.button.setToolTip("Stop after the current step; the weights so far are kept (Resume continues)")
+
+    def cancel(self) -> None:
+        super().cancel()
+        if self.handle is not None:
+            self.button.setText("Stopping…")
+
+    def _finished(self) -> None:
+        super()._finished()
+        self.button.setToolTip("")
