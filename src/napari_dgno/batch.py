@@ -24,7 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CheckpointError, DGNOError, InputError, one_line
+from .inference import engine
+from .io import atomic_path, is_zarr_path, open_image, output_format, write_image_atomic
+from .io.checkpoint import checkpoint_paths, read_metadata
 from .options import DeblurOptions, DeblurReport
+from .registry import load_model, locate_model
 
 STREAM_BYTES = 128 << 20  # float32 results above this are streamed to disk row band by row band
 DONE_SUFFIX = ".done"
@@ -56,18 +60,15 @@ def deblur_file(
     """
     import dask
 
-    from .inference.engine import restore, restore_to
-    from .io import open_image, output_format, write_image_atomic
-
     options = (options or DeblurOptions()).overridden(**keywords)
     with dask.config.set(scheduler="threads"), open_image(src, lazy=True) as (image, meta):
         if stream is None:
             stream = output_format(dst) == "zarr" or result_nbytes(image.shape) > STREAM_BYTES
         if stream:
-            _, report = restore_to(image, dst, model, options, metadata=meta, progress=progress)
+            _, report = engine.restore_to(image, dst, model, options, metadata=meta, progress=progress)
         else:
             with open_image(src) as (image, meta):  # small: whole file in memory, read eagerly
-                restored, report = restore(image, model, options, progress=progress)
+                restored, report = engine.restore(image, model, options, progress=progress)
             write_image_atomic(dst, restored, metadata=meta)
     report.shape = tuple(int(s) for s in image.shape)
     return report
@@ -79,7 +80,6 @@ def deblur_file(
 
 def is_batch(inputs: list[str]) -> bool:
     """Several inputs, a folder (not a Zarr store) or a glob pattern make a batch."""
-    from .io import is_zarr_path
 
     if len(inputs) != 1:
         return True
@@ -92,7 +92,6 @@ def is_batch(inputs: list[str]) -> bool:
 
 def expand_inputs(inputs: Iterable[str]) -> list[Path]:
     """Files named, matched by glob patterns (``**`` too) or found in folders (TIFFs and Zarrs)."""
-    from .io import is_zarr_path
 
     found: list[Path] = []
     for text in inputs:
@@ -179,7 +178,6 @@ def is_complete(src: Path, dst: Path, key: dict) -> bool:
 
 
 def _write_done(dst: Path, key: dict, info: dict) -> None:
-    from .io import atomic_path
 
     record = {
         "key": key,
@@ -205,8 +203,6 @@ MODEL_LOADS = {"count": 0}
 def _worker_model(model_path: str, device: str):
     key = (model_path, device)
     if key not in _WORKER_MODELS:
-        from .registry import load_model
-
         _WORKER_MODELS[key] = load_model(model_path, device=device)
         MODEL_LOADS["count"] += 1
     return _WORKER_MODELS[key]
@@ -309,8 +305,6 @@ def deblur_files(
     on_result: called with each result as it arrives (``status`` is done, skipped or failed, with
         ``error`` for failures). A failed file never stops the others.
     """
-    from .io.checkpoint import checkpoint_paths, read_metadata
-    from .registry import locate_model
 
     out_dir = Path(out_dir)
     if out_dir.name.lower().endswith((".tif", ".tiff", ".zarr")):

@@ -28,7 +28,11 @@ import numpy as np
 import torch
 
 from .errors import Cancelled, InputError
+from .inference import engine
 from .normalize import fit_normalization
+from .physics.fit import fit_defocus_map
+from .physics.psf import Optics
+from .tiling import plan_tiles
 
 __all__ = [
     "ElementGrid",
@@ -171,7 +175,6 @@ def learned_kernels(
     since input and output share that affine map the Jacobian is the same in the image's own units.
     ``progress(done, total)`` counts backward passes; a truthy ``cancel()`` raises ``Cancelled``.
     """
-    from .tiling import plan_tiles
 
     net, device = _net_and_device(model)
     image = np.asarray(image, dtype=np.float32)
@@ -358,8 +361,6 @@ def compute_overlays(
     ``optics`` and ``z_grid`` (µm) define the PSF family searched (default: the simulator's, 0–32 µm).
     ``progress(done, total)`` runs over the three stages (restore, kernels, PSF fit) in per-mille.
     """
-    from .physics.fit import fit_defocus_map
-    from .physics.psf import Optics
 
     net, _ = _net_and_device(model)
     image = np.asarray(image, dtype=np.float32)
@@ -376,9 +377,7 @@ def compute_overlays(
         return lambda done, total: progress(lo + (hi - lo) * done // max(total, 1), 1000)
 
     if restored is None:
-        from .inference.engine import deblur
-
-        restored = deblur(
+        restored = engine.deblur(
             image, model, element_size=e, flux=flux, device=device, progress=stage(0, 300), cancel=cancel
         )
     kernels = learned_kernels(model, image, e, flux, kernel_size=k, progress=stage(300, 900), cancel=cancel)

@@ -10,6 +10,8 @@ import json
 import math
 from pathlib import Path
 
+from napari_dgno.io.atomic import atomic_path
+
 DASH = "—"
 COLUMNS = (
     "method",
@@ -130,7 +132,6 @@ def _finite(value):
 
 def write_report(report, out_dir: str | Path) -> tuple[Path, Path]:
     """Write ``bench.md`` and ``bench.json`` into ``out_dir`` (created if needed), atomically."""
-    from napari_dgno.io.atomic import atomic_path
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

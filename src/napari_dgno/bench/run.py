@@ -29,8 +29,18 @@ from napari_dgno.bench.classical import (
     classical_methods,
     tune_classical,
 )
+from napari_dgno.bench.report import to_markdown, to_plain, write_report
 from napari_dgno.bench.testset import MAX_DEFOCUS_UM, BenchItem, benchmark_set, tuning_set
+from napari_dgno.devices import cpu_threads
+from napari_dgno.errors import DGNOError
+from napari_dgno.inference import engine
 from napari_dgno.metrics import psnr_ssim
+from napari_dgno.model import count_parameters
+from napari_dgno.model.complexity import count_gmacs
+from napari_dgno.model.config import check_element_size
+from napari_dgno.registry import DeblurModel, load_model
+from napari_dgno.train import engine as train_engine
+from napari_dgno.train.config import TrainConfig
 
 SHIPPED = {
     "dgno-small-face": "DGNO-small, face flux",
@@ -101,12 +111,10 @@ class BenchReport:
         raise KeyError(method_prefix)
 
     def markdown(self) -> str:
-        from napari_dgno.bench.report import to_markdown
 
         return to_markdown(self)
 
     def plain(self) -> str:
-        from napari_dgno.bench.report import to_plain
 
         return to_plain(self)
 
@@ -143,8 +151,6 @@ def train_baselines(
     baseline_dir: str | Path | None = None, configs_dir: str | Path | None = None, log: Log | None = None
 ) -> dict[str, Path]:
     """Train the missing baselines with their ``configs/NAME.yaml`` into ``baseline_dir``."""
-    from napari_dgno.train.config import TrainConfig
-    from napari_dgno.train.engine import Trainer
 
     log = log or (lambda _msg: None)
     directory = Path(baseline_dir) if baseline_dir else default_baseline_dir()
@@ -161,7 +167,7 @@ def train_baselines(
         if not config_path.is_file():
             raise FileNotFoundError(f"no training config {config_path} (run from the repository)")
         log(f"{name}: training with {config_path} into {directory}")
-        stem = Trainer(TrainConfig.from_yaml(config_path, output_dir=str(directory))).run()
+        stem = train_engine.Trainer(TrainConfig.from_yaml(config_path, output_dir=str(directory))).run()
         out[name] = Path(stem).with_name(Path(stem).name + ".json")
     return out
 
@@ -201,7 +207,6 @@ def run_bench(
     classical_settings: skip tuning and use these.
     threads: CPU threads for the whole run (default: torch's setting); recorded in the report.
     """
-    from napari_dgno.devices import cpu_threads
 
     log = log or (lambda _msg: None)
     started = time.perf_counter()
@@ -267,8 +272,6 @@ def run_bench(
         }
     report = BenchReport(rows, jumps.bin_labels(), meta)
     if out is not None:
-        from napari_dgno.bench.report import write_report
-
         write_report(report, out)
     return report
 
@@ -316,9 +319,6 @@ def _load(name: str, spec, baseline_dir) -> tuple[object | None, str]:
     """``(DeblurModel, "")`` or ``(None, why not)``."""
     import torch
 
-    from napari_dgno.errors import DGNOError
-    from napari_dgno.registry import DeblurModel, load_model
-
     if isinstance(spec, DeblurModel):
         return spec, ""
     if isinstance(spec, torch.nn.Module):
@@ -340,11 +340,9 @@ def _network_row(
     kind="network",
     self_ensemble: bool = False,
 ) -> BenchRow:
-    from napari_dgno.inference.engine import deblur
-    from napari_dgno.model import count_parameters
 
     def restore(item: BenchItem) -> np.ndarray:
-        return deblur(
+        return engine.deblur(
             item.blurred,
             model,
             element_size=element_size,
@@ -394,7 +392,6 @@ def _sweep_rows(evaluate: _Evaluator, loaded: dict, sweep, sweep_model: str | No
             return [BenchRow("Element-size sweep", "element sweep", note=f"{name} not loaded")]
         name = dgno[0]
     model = loaded[name]
-    from napari_dgno.model.config import check_element_size
 
     rows = []
     for e in sweep:
@@ -413,8 +410,6 @@ def _sweep_rows(evaluate: _Evaluator, loaded: dict, sweep, sweep_model: str | No
 def _gmacs(net, element_size: int | None) -> float | None:
     """GMACs per 256² image at this element size (None if the counter cannot run the network)."""
     import torch
-
-    from napari_dgno.model.complexity import count_gmacs
 
     class _AtElementSize(torch.nn.Module):
         def __init__(self):

@@ -25,6 +25,15 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_dgno.batch import _client, deblur_file, deblur_files
+from napari_dgno.bench.report import _finite, _plain_table
+from napari_dgno.bench.run import _cpu_name
+from napari_dgno.io import save_checkpoint
+from napari_dgno.io.atomic import atomic_path
+from napari_dgno.io.checkpoint import checkpoint_paths
+from napari_dgno.model import build_model, preset_config
+from napari_dgno.registry import default_model_name, load_model, locate_model
+
 SIZES = (512, 1024, 2048, 4096, 8192)
 WORKER_COUNTS = (1, 2)
 VERIFY_MAX = 2048  # sizes up to this are also run in memory and compared
@@ -65,8 +74,6 @@ def write_test_image(path: Path, size: int, seed: int = 0, tile: int = 256) -> P
 def resolve_model(model, preset: str, workdir: Path, log: Log) -> tuple[str, str]:
     """``(checkpoint path, description)``: the model asked for, else the shipped default, else a
     random-init network of ``preset`` (speed and memory do not depend on the weights)."""
-    from napari_dgno.io.checkpoint import checkpoint_paths
-    from napari_dgno.registry import default_model_name, locate_model
 
     if model is not None:
         path = checkpoint_paths(locate_model(model))[0]
@@ -75,9 +82,6 @@ def resolve_model(model, preset: str, workdir: Path, log: Log) -> tuple[str, str
         path = checkpoint_paths(locate_model(None))[0]
         return str(path), f"shipped default ({default_model_name()})"
     import torch
-
-    from napari_dgno.io import save_checkpoint
-    from napari_dgno.model import build_model, preset_config
 
     log(f"no shipped model: using a random-init '{preset}' network")
     torch.manual_seed(0)
@@ -94,8 +98,6 @@ def resolve_model(model, preset: str, workdir: Path, log: Log) -> tuple[str, str
 def child_main(argv: list[str]) -> int:
     """``python -m napari_dgno.bench.scale INPUT OUTPUT MODEL MODE TILE THREADS``: one run, JSON out."""
     src, dst, model_path, mode, tile, threads = argv
-    from napari_dgno.batch import deblur_file
-    from napari_dgno.registry import load_model
 
     model = load_model(model_path, device="cpu")
     base = _maxrss_mb()
@@ -238,7 +240,6 @@ def to_markdown(report: ScaleReport) -> str:
 
 
 def to_plain(report: ScaleReport) -> str:
-    from napari_dgno.bench.report import _plain_table
 
     parts = [*_header(report), "", _plain_table(list(SIZE_COLUMNS), [_size_cells(r) for r in report.sizes])]
     if report.workers:
@@ -247,8 +248,6 @@ def to_plain(report: ScaleReport) -> str:
 
 
 def write_scale_report(report: ScaleReport, out_dir: Path) -> tuple[Path, Path]:
-    from napari_dgno.bench.report import _finite
-    from napari_dgno.io.atomic import atomic_path
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -302,7 +301,6 @@ def run_sizes(sizes, model_path: str, workdir: Path, *, tile, threads: int, veri
 
 def run_workers(worker_counts, model_path: str, workdir: Path, *, images: int, size: int, tile,
                 log: Log) -> list[dict]:  # fmt: skip
-    from napari_dgno.batch import _client, deblur_files
 
     plate = workdir / "plate"
     plate.mkdir(exist_ok=True)
@@ -357,8 +355,6 @@ def run_scale(
 ) -> ScaleReport:
     """Measure time and peak memory against size, then against workers; write scale.md/.json."""
     import torch
-
-    from napari_dgno.bench.run import _cpu_name
 
     threads = threads or os.cpu_count() or 1
     tile = "auto" if str(tile) == "auto" else int(tile)

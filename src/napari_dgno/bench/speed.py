@@ -25,6 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_dgno import deblur
+from napari_dgno.registry import load_model
+from napari_dgno.train.losses import multiscale_l1_fft
+
 from .scale import _maxrss_mb
 
 SIZES = (512, 2048)
@@ -64,9 +68,6 @@ def _rl10(image: np.ndarray) -> np.ndarray:
 def _train_step_seconds(model_path: str, repeats: int = 3) -> float:
     import torch
 
-    from napari_dgno.registry import load_model
-    from napari_dgno.train.losses import multiscale_l1_fft
-
     net = load_model(model_path, device="cpu").net.train()
     optimiser = torch.optim.AdamW(net.parameters(), lr=1e-4)
     rng = torch.Generator().manual_seed(0)
@@ -100,9 +101,6 @@ def child_main(argv: list[str]) -> int:
         _rl10(image[:64, :64])
         result["seconds"] = _best_of(lambda: _rl10(image), 2)
     else:
-        from napari_dgno import deblur
-        from napari_dgno.registry import load_model
-
         model = load_model(model_path, device="cpu")
         image = _image(size)
         info: dict = {}

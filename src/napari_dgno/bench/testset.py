@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from napari_dgno.data.clean_images import cells3d_split, load_cells3d_nuclei, procedural_nuclei
 from napari_dgno.physics import DepthConfig, SimulationConfig, relative_intensity, simulate_pair
 
 # The training configs' ``data.max_defocus_um`` (configs/dgno-small-face.yaml); a test keeps them
@@ -76,7 +77,6 @@ def fingerprint(items: list[BenchItem]) -> str:
 
 
 def _build(seed: int, n_procedural: int, cells3d_split_name: str, n_cells3d: int | None) -> BenchSet:
-    from napari_dgno.data.clean_images import cells3d_split, load_cells3d_nuclei, procedural_nuclei
 
     items, notes = [], []
     for i in range(n_procedural):

@@ -22,6 +22,7 @@ from torch import nn
 
 from ..devices import autocast_context, cpu_threads
 from ..errors import Cancelled, DGNOError, InputError
+from ..io.stream import open_image_writer
 from ..model import FLUX_VARIANTS
 from ..model.config import check_element_size
 from ..normalize import Normalization
@@ -278,8 +279,6 @@ def restore_to(image, out, model, options: DeblurOptions, *, progress=None, canc
     job = _prepare(image, model, options)
     shape = tuple(int(s) for s in job.arr.shape)
     if isinstance(out, (str, os.PathLike)):
-        from ..io.stream import open_image_writer
-
         with open_image_writer(out, shape, metadata=metadata) as writer:
             _execute(job, writer.write_rows, progress, cancel)
         return Path(out), _report(job, started, streamed=True, output=out)

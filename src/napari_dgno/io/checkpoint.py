@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .. import __version__
 from ..errors import CheckpointError, one_line
 from ..model import ARCHITECTURES, FLUX_VARIANTS, architecture_of, build_model, count_parameters
 from ..model.config import check_element_size
@@ -147,8 +148,6 @@ def save_checkpoint(
         _save_tensors(extra, spath, file_info)
         state_info = {"file": spath.name, "sha256": _sha256(spath), "tensors": len(extra)}
     _save_tensors(model.state_dict(), weights_path, file_info)
-
-    from .. import __version__
 
     record = {
         "format": FORMAT,

@@ -11,8 +11,8 @@ import os
 from pathlib import Path
 
 from ..errors import InputError
-from .ome_zarr import ZARR_SUFFIXES, zarr_writer
-from .tiff import tiff_writer
+from .ome_zarr import ZARR_SUFFIXES, write_zarr_atomic, zarr_writer
+from .tiff import tiff_writer, write_tiff_atomic
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -36,8 +36,6 @@ def open_image_writer(path: str | os.PathLike, shape: tuple[int, ...], metadata:
 
 def write_image_atomic(path: str | os.PathLike, array, metadata: dict | None = None) -> Path:
     """Write a whole in-memory image to a TIFF or OME-Zarr path, atomically."""
-    from .ome_zarr import write_zarr_atomic
-    from .tiff import write_tiff_atomic
 
     if output_format(path) == "zarr":
         return write_zarr_atomic(path, array, metadata)

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import InputError, one_line
 from .atomic import atomic_file, atomic_path
+from .ome_zarr import is_zarr_path, read_zarr
 
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
 LAZY_BYTES = 1 << 30  # above this, read_image returns a dask array unless told otherwise
@@ -168,8 +169,6 @@ def open_image(path: str | os.PathLike, *, channel_axis: int | None = None, lazy
 def _read_image(path, *, channel_axis, lazy, handles: list | None):
     """:func:`read_image`; a file a lazy array keeps open is appended to ``handles`` (if given)."""
     path = Path(path)
-    from .ome_zarr import is_zarr_path, read_zarr
-
     if is_zarr_path(path):
         return read_zarr(path, channel_axis=channel_axis, lazy=lazy)
     _check_file(path)

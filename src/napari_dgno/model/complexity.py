@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from . import build_model, count_parameters, preset_config
+
 
 def _device_of(model: nn.Module) -> torch.device:
     param = next(iter(model.parameters()), None)
@@ -43,7 +45,6 @@ def count_gmacs(model: nn.Module, size: int = 256, in_channels: int | None = Non
 def preset_cost(preset: str, flux: str | None = None, size: int = 256, **overrides) -> tuple[int, float]:
     """``(parameters, GMACs at size x size)`` of a DGNO preset, computed on the meta device (and
     remembered: presets do not change while the program runs)."""
-    from . import build_model, count_parameters, preset_config
 
     if flux is not None:
         overrides["flux"] = flux

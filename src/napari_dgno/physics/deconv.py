@@ -23,6 +23,8 @@ from scipy.fft import next_fast_len
 from napari_dgno.physics.blur import EigenPSFBasis, reflect_pad
 from napari_dgno.physics.psf import Optics, default_psf_size, defocus_psf
 
+from ..tiling import Blender, plan_tiles
+
 __all__ = [
     "ScatterOperator",
     "estimate_background",
@@ -110,7 +112,6 @@ def patchwise_rl_steps(
     background="auto",
 ) -> Iterator[np.ndarray]:
     """The blended patch-wise RL estimate after 1, 2, …, ``iterations`` iterations."""
-    from ..tiling import Blender, plan_tiles
 
     _check_iterations(iterations)
     optics = optics or Optics()

@@ -35,7 +35,9 @@ from ..data.datasets import (
     fixed_validation_set,
 )
 from ..data.focus import find_focus_plane
-from ..errors import InputError
+from ..errors import CheckpointError, InputError
+from ..io.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from ..registry import list_models, user_model_dir
 from .batches import DatasetSource, simulation_config
 from .config import TrainConfig
 
@@ -296,7 +298,6 @@ def simulated_source(
 def runs_dir() -> Path:
     """Where fine-tuning runs keep their checkpoints: ``$NAPARI_DGNO_RUNS_DIR``, else ``runs`` next
     to the user model folder (the platform data folder, or beside ``$NAPARI_DGNO_MODEL_DIR``)."""
-    from ..registry import user_model_dir
 
     env = os.environ.get(RUNS_DIR_ENV)
     return Path(env).expanduser() if env else user_model_dir().parent / "runs"
@@ -373,8 +374,6 @@ def finetune_config(
 
 def exported_steps(stem) -> int | None:
     """Steps trained into a run's exported model (``stem.json``), or None if there is none yet."""
-    from ..errors import CheckpointError
-    from ..io.checkpoint import read_metadata
 
     try:
         return int(read_metadata(stem)["training"]["steps"])
@@ -383,7 +382,6 @@ def exported_steps(stem) -> int | None:
 
 
 def user_model_exists(name: str) -> bool:
-    from ..registry import user_model_dir
 
     return (user_model_dir() / f"{name}.json").exists()
 
@@ -394,8 +392,6 @@ def save_user_model(stem, name: str, overwrite: bool = False) -> Path:
     Re-saved through :func:`save_checkpoint` (atomic, fresh hashes and name), so ``list_models()``,
     the Deblur dock and ``dgno deblur --model NAME`` find it at once. Returns the JSON path.
     """
-    from ..io.checkpoint import load_checkpoint, save_checkpoint
-    from ..registry import list_models, user_model_dir
 
     name = check_model_name(name)
     if any(e["source"] == "shipped" and e["name"] == name for e in list_models()):

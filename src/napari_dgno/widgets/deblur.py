@@ -15,8 +15,10 @@ from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLabel, QSpinBox, 
 
 from .. import __version__
 from ..errors import DGNOError, InputError
+from ..inference import engine
 from ..model import FLUX_VARIANTS
 from ..options import DeblurOptions
+from ..registry import default_model_name, list_models
 from .jobs import JobHandle
 from .layers import check_image_layer, spatial_kwargs
 from .messages import describe_error, notify
@@ -96,7 +98,6 @@ def deblur_layer(
     Scriptable: ``viewer._add_layer_from_data(*deblur_layer(viewer.layers["img"], "my-model"))``.
     Bad layers raise :class:`~napari_dgno.errors.InputError` with a one-line reason.
     """
-    from ..inference.engine import restore
 
     check_image_layer(layer, element_size or None)
     source = snapshot_layer(layer)
@@ -108,7 +109,7 @@ def deblur_layer(
         overlap=overlap,
         self_ensemble=self_ensemble,
     )
-    result, report = restore(layer.data, model, options, progress=progress, cancel=cancel)
+    result, report = engine.restore(layer.data, model, options, progress=progress, cancel=cancel)
     return output_layer_tuple(source, result, report.to_dict(), _requested(options))
 
 
@@ -121,7 +122,6 @@ def _requested(options: DeblurOptions) -> dict:
 def default_model():
     """The shipped default model; without one, the first of the user's own models (e.g. fine-tuned);
     None lets the engine explain that no model is installed."""
-    from ..registry import default_model_name, list_models
 
     if default_model_name() is not None:
         return None
@@ -304,7 +304,6 @@ class DeblurWidget(QWidget):
         except DGNOError as err:
             report_failure(self.panel, err)
             return None
-        from ..inference.engine import restore
 
         data = layer.data  # a reference: the engine reads it and never writes to it
         source = snapshot_layer(layer)
@@ -314,7 +313,7 @@ class DeblurWidget(QWidget):
 
         def job(progress, cancel):
             model = load_chosen_model(s["model"], s["device"])
-            out, report = restore(data, model, options, progress=progress, cancel=cancel)
+            out, report = engine.restore(data, model, options, progress=progress, cancel=cancel)
             return output_layer_tuple(source, out, report.to_dict(), _requested(options))
 
         return self.panel.start(job, f"deblurring {layer.name}", self._add_result, planes=planes)

@@ -34,8 +34,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..data.focus import find_focus_plane
 from ..errors import DGNOError, InputError
 from ..train import user_data as ls
+from ..train.engine import Callbacks, Trainer
 from ..train.state import checkpoints
 from .jobs import JobHandle, start_job
 from .layers import check_image_layer
@@ -250,7 +252,6 @@ class FinetuneWidget(QWidget):
 
     def detect_focus(self) -> int | None:
         """Find the in-focus plane of the chosen stack and show it in the spin box."""
-        from ..data.focus import find_focus_plane
 
         layer = self.stack_picker.layer()
         try:
@@ -361,7 +362,6 @@ class FinetuneWidget(QWidget):
         self.panel.cancel()
 
     def _start(self, run: RunState, build, resume: bool) -> JobHandle:
-        from ..train.engine import Callbacks, Trainer
 
         cfg = run.config
 

@@ -33,6 +33,7 @@ from ..overlays import (
     mosaic_transform,
     normalize_for_display,
 )
+from ..physics.fit import default_z_grid
 from .jobs import JobHandle
 from .layers import check_image_layer, current_plane_index, is_output_layer
 from .pickers import AutoSpinBox, DeviceCombo, LayerPicker, ModelPicker, load_chosen_model, trained_label
@@ -301,8 +302,6 @@ class OverlayWidget(QWidget):
             "axis_labels": tuple(layer.axis_labels) if getattr(layer, "axis_labels", None) else None,
         }
         model_name = self.model_picker.name()
-
-        from ..physics.fit import default_z_grid
 
         def job(progress, cancel):
             model = load_chosen_model(s["model"], s["device"])

@@ -19,7 +19,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..devices import available_devices, resolve_device
 from ..errors import DGNOError, InputError
+from ..io.checkpoint import checkpoint_paths, read_metadata
+from ..registry import DeblurModel, list_models, load_model
 from .layers import is_output_layer
 from .messages import describe_error, notify
 
@@ -179,7 +182,6 @@ class ModelPicker(QWidget):
 
     # -- listing
     def refresh(self) -> None:
-        from ..registry import list_models
 
         current = self.value()
         try:
@@ -251,7 +253,6 @@ class ModelPicker(QWidget):
 
     def add_checkpoint(self, path) -> None:
         """Add a checkpoint file (read its JSON only) and select it."""
-        from ..io.checkpoint import checkpoint_paths, read_metadata
 
         try:
             meta = read_metadata(path)
@@ -319,7 +320,6 @@ class ModelPicker(QWidget):
 
 def load_chosen_model(value, device):
     """What a picker holds -> a loaded ``DeblurModel`` (runs in the worker: reading weights takes time)."""
-    from ..registry import DeblurModel, load_model
 
     if value is None:
         raise InputError("choose a model (or load a checkpoint file)")
@@ -335,7 +335,6 @@ class DeviceCombo(QComboBox):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        from ..devices import available_devices, resolve_device
 
         devices = available_devices()
         auto = str(resolve_device("auto"))
