@@ -165,12 +165,12 @@ def shoot_finetune(napari, model, out: Path) -> None:
         widget.fresh.setChecked(False)
         choose_model(widget.model_picker, model)
     widget.set_mode("pair")
-    widget.blurred_picker.set_layer(viewer.layers["defocused nuclei"])
-    widget.sharp_picker.set_layer(viewer.layers["defocused nuclei (ground truth)"])
+    widget.data.blurred_picker.set_layer(viewer.layers["defocused nuclei"])
+    widget.data.sharp_picker.set_layer(viewer.layers["defocused nuclei (ground truth)"])
     widget.steps.setValue(200)
     widget.patch.setValue(64)
     widget.batch.setValue(4)
-    widget.val_fraction.setValue(0.25)
+    widget.data.val_fraction.setValue(0.25)
     widget.config_overrides = {"val_size": 4}
     keep_layers(viewer, ["defocused nuclei", "defocused nuclei (ground truth)"])
     grid_view(viewer, (2, 1))  # blurred above its ground truth: the pair being learnt

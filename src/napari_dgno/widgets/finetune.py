@@ -16,10 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from qtpy.QtWidgets import (
     QCheckBox,
-    QComboBox,
     QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
@@ -29,32 +27,24 @@ from qtpy.QtWidgets import (
     QMessageBox,
     QPushButton,
     QSpinBox,
-    QStackedWidget,
     QVBoxLayout,
     QWidget,
 )
 
-from ..data.focus import find_focus_plane
 from ..errors import DGNOError, InputError
 from ..train import user_data as ls
 from ..train.engine import Callbacks, Trainer
 from ..train.state import checkpoints
 from .jobs import JobHandle, start_job
-from .layers import check_image_layer
 from .messages import notify
-from .pickers import DeviceCombo, FolderEdit, LayerPicker, ModelPicker, models_changed
+from .pickers import DeviceCombo, ModelPicker, models_changed
 from .run_panel import TrainPanel, report_failure
+from .training_data import TrainingDataBox
 from .training_plot import TrainingPlot, theme_colors
 
 if TYPE_CHECKING:
     import napari
 
-MODES = (
-    ("pair", "blurred + sharp layers"),
-    ("zstack", "z-stack (in-focus plane is the target)"),
-    ("folders", "folders of TIFF pairs"),
-    ("simulated", "sharp layers + simulated blur"),
-)
 FINETUNE_LR, FRESH_LR = 2e-4, 1e-3  # a trained network needs gentler steps than a fresh one
 
 
@@ -87,7 +77,6 @@ class FinetuneWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.Viewer):
         super().__init__()
-        from napari.layers import Image
 
         self.viewer = napari_viewer
         self.fresh_preset = ls.FRESH_PRESET
@@ -97,49 +86,7 @@ class FinetuneWidget(QWidget):
         self._t0 = time.monotonic()
 
         # -- training data
-        self.mode = QComboBox(self)
-        for key, label in MODES:
-            self.mode.addItem(label, key)
-        self.pages = QStackedWidget(self)
-        self.blurred_picker = LayerPicker(napari_viewer, (Image,), self)
-        self.sharp_picker = LayerPicker(napari_viewer, (Image,), self, follow_active=False)
-        self.stack_picker = LayerPicker(napari_viewer, (Image,), self)
-        self.focus = QSpinBox(self)
-        self.focus.setRange(-1, 100_000)
-        self.focus.setSpecialValueText("auto (sharpest plane)")
-        self.focus.setValue(-1)
-        self.focus.setToolTip("The in-focus plane: the sharp target for every other plane of the stack")
-        self.detect_button = QPushButton("Detect", self)
-        self.detect_button.setToolTip("Find the sharpest plane now (variance of the Laplacian)")
-        self.blurred_dir = FolderEdit("Folder of blurred TIFFs", self)
-        self.sharp_dir = FolderEdit("Folder of sharp TIFFs (same file names)", self)
-        self.clean_picker = LayerPicker(napari_viewer, (Image,), self, follow_active=False)
-        self.max_defocus = QDoubleSpinBox(self)
-        self.max_defocus.setRange(1.0, 60.0)
-        self.max_defocus.setValue(20.0)
-        self.max_defocus.setSuffix(" µm")
-        self.max_defocus.setToolTip("Largest defocus the simulator blurs with (BBBC006-like optics)")
-        self.val_fraction = QDoubleSpinBox(self)
-        self.val_fraction.setRange(0.05, 0.5)
-        self.val_fraction.setSingleStep(0.05)
-        self.val_fraction.setValue(0.2)
-        self.val_fraction.setToolTip(
-            "Held out for validation, never trained on: whole planes/images when there are several, "
-            "else a strip at the bottom of the image"
-        )
-        self.pages.addWidget(self._page(("blurred", self.blurred_picker), ("sharp", self.sharp_picker)))
-        focus_row = QWidget(self)
-        row = QHBoxLayout(focus_row)
-        row.setContentsMargins(0, 0, 0, 0)
-        row.addWidget(self.focus, 1)
-        row.addWidget(self.detect_button)
-        self.pages.addWidget(self._page(("z-stack", self.stack_picker), ("in-focus plane", focus_row)))
-        self.pages.addWidget(
-            self._page(("blurred folder", self.blurred_dir), ("sharp folder", self.sharp_dir))
-        )
-        self.pages.addWidget(
-            self._page(("sharp images", self.clean_picker), ("max defocus", self.max_defocus))
-        )
+        self.data = TrainingDataBox(napari_viewer, self)
 
         # -- model and settings
         self.model_picker = ModelPicker(self)
@@ -178,11 +125,6 @@ class FinetuneWidget(QWidget):
         self.stats.setWordWrap(True)
         self.plot = TrainingPlot(theme_colors(napari_viewer), self)
 
-        data_box = QGroupBox("Training data", self)
-        data_form = QFormLayout(data_box)
-        data_form.addRow("from", self.mode)
-        data_form.addRow(self.pages)
-        data_form.addRow("validation", self.val_fraction)
         self.settings_box = QGroupBox("Model and settings", self)
         form = QFormLayout(self.settings_box)
         form.addRow("base model", self.model_picker)
@@ -198,17 +140,14 @@ class FinetuneWidget(QWidget):
         save_row.addWidget(self.save_name, 1)
         save_row.addWidget(self.save_button)
         box = QVBoxLayout(self)
-        box.addWidget(data_box)
+        box.addWidget(self.data)
         box.addWidget(self.settings_box)
         box.addWidget(self.panel)
         box.addWidget(self.resume_button)
         box.addWidget(self.stats)
         box.addWidget(self.plot, 1)
         box.addLayout(save_row)
-        self.data_box = data_box
-
-        self.mode.currentIndexChanged.connect(self.pages.setCurrentIndex)
-        self.detect_button.clicked.connect(self.detect_focus)
+        self.data.detect_button.clicked.connect(self.detect_focus)
         self.fresh.toggled.connect(self._fresh_toggled)
         self.model_picker.changed.connect(self._update_run_name)
         self.panel.run_requested.connect(self.run)
@@ -219,17 +158,9 @@ class FinetuneWidget(QWidget):
         self._update_run_name()
         self._update_buttons()
 
-    def _page(self, *rows) -> QWidget:
-        page = QWidget(self)
-        form = QFormLayout(page)
-        form.setContentsMargins(0, 0, 0, 0)
-        for label, widget in rows:
-            form.addRow(label, widget)
-        return page
-
     # -- small reactions
     def set_mode(self, key: str) -> None:
-        self.mode.setCurrentIndex([k for k, _ in MODES].index(key))
+        self.data.set_mode(key)
 
     def _fresh_toggled(self, fresh: bool) -> None:
         self.model_picker.setEnabled(not fresh)
@@ -247,59 +178,23 @@ class FinetuneWidget(QWidget):
         run = self._run
         self.resume_button.setEnabled(not busy and run is not None and run.resumable)
         self.save_button.setEnabled(not busy and run is not None and run.steps_done > 0)
-        self.data_box.setEnabled(not busy)
+        self.data.setEnabled(not busy)
         self.settings_box.setEnabled(not busy)
 
     def detect_focus(self) -> int | None:
         """Find the in-focus plane of the chosen stack and show it in the spin box."""
-
-        layer = self.stack_picker.layer()
         try:
-            check_image_layer(layer, what="find the focus of")
-            ls.check_zstack(layer.data.shape, name=layer.name)
-            index = find_focus_plane(np.asarray(layer.data))
+            index, name = self.data.detect_focus()
         except DGNOError as err:
             report_failure(self.panel, err)
             return None
-        self.focus.setValue(index)
-        self.panel.show_message(f"in-focus plane of '{layer.name}': {index} (the sharpest)")
+        self.panel.show_message(f"in-focus plane of '{name}': {index} (the sharpest)")
         return index
 
     # -- choices -> what the worker does
-    def _image_layer(self, picker: LayerPicker):
-        layer = picker.layer()
-        check_image_layer(layer, what="fine-tune on")
-        return layer
-
     def source_builder(self):
         """Check the data choice now (shapes only) and return the worker's ``build() -> source``."""
-        mode = self.mode.currentData()
-        patch, fraction = int(self.patch.value()), float(self.val_fraction.value())
-        common = {"patch": patch, "seed": int(self.seed.value()), "val_fraction": fraction}
-        if mode == "pair":
-            blurred, sharp = self._image_layer(self.blurred_picker), self._image_layer(self.sharp_picker)
-            if blurred is sharp:
-                raise InputError("choose two layers: the blurred image and the sharp image of the same field")
-            names = (blurred.name, sharp.name)
-            ls.check_same_shape(blurred.data.shape, sharp.data.shape, names)
-            ls.plan_holdout(ls.plane_shapes(blurred.data.shape, names[0]), patch, fraction, f"'{names[0]}'")
-            b, s = blurred.data, sharp.data
-            return lambda: ls.pair_source(b, s, names=names, **common)
-        if mode == "zstack":
-            layer = self._image_layer(self.stack_picker)
-            focus = None if self.focus.value() < 0 else int(self.focus.value())
-            ls.check_zstack(layer.data.shape, focus, layer.name)
-            ls.plan_holdout([layer.data.shape[1:]], patch, fraction, f"'{layer.name}'", strip=True)
-            data, name = layer.data, layer.name
-            return lambda: ls.zstack_source(data, focus, name=name, **common)
-        if mode == "folders":
-            blurred_dir, sharp_dir = self.blurred_dir.path(), self.sharp_dir.path()
-            ls.folder_pair_names(blurred_dir, sharp_dir)
-            return lambda: ls.folder_source(blurred_dir, sharp_dir, **common)
-        layer = self._image_layer(self.clean_picker)
-        ls.plan_holdout(ls.plane_shapes(layer.data.shape, layer.name), patch, fraction, f"'{layer.name}'")
-        data, name, defocus = layer.data, layer.name, float(self.max_defocus.value())
-        return lambda: ls.simulated_source([data], names=[name], max_defocus_um=defocus, **common)
+        return self.data.source_builder(int(self.patch.value()), int(self.seed.value()))
 
     def config(self):
         """The :class:`TrainConfig` of a new run from the dock's settings (a unique run name)."""
@@ -327,7 +222,7 @@ class FinetuneWidget(QWidget):
             device=self.device.value(),
             output_dir=folder,
             preset=self.fresh_preset,
-            data={"source": self.mode.currentData()},
+            data={"source": self.data.mode.currentData()},
             **self.config_overrides,
         )
 
