@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_dgno import deblur
+from napari_dgno.inference.engine import deblur
 from napari_dgno.registry import load_model
 from napari_dgno.train.losses import multiscale_l1_fft
 
