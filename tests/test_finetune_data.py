@@ -7,6 +7,7 @@ import pytest
 import tifffile
 import torch
 
+from napari_dgno import registry
 from napari_dgno.errors import InputError
 from napari_dgno.train import user_data as ls
 
@@ -176,7 +177,7 @@ def test_run_names_configs_and_saving(tmp_path, monkeypatch):
     assert ls.unique_run_name("r", tmp_path) == "r-3" and ls.unique_run_name("q", tmp_path) == "q"
     for bad in ("", "a b", "../x", "-x"):
         with pytest.raises(InputError, match="cannot be a model name"):
-            ls.check_model_name(bad)
+            registry.check_model_name(bad)
 
     cfg = ls.finetune_config("run1", base_checkpoint=None, steps=40, patch=32, batch_size=2, lr=1e-4)
     assert (cfg.val_every, cfg.checkpoint_every, cfg.warmup_steps) == (4, 4, 2)
@@ -187,10 +188,10 @@ def test_run_names_configs_and_saving(tmp_path, monkeypatch):
         stem, build_model("dgno", preset_config("tiny")), {"name": "run1", "training": {"steps": 3}}
     )
     assert ls.exported_steps(stem) == 3 and ls.exported_steps(tmp_path / "none") is None
-    path = ls.save_user_model(stem, "my-model")
+    path = registry.save_user_model(stem, "my-model")
     assert path == tmp_path / "models" / "my-model.json"
     assert [e["name"] for e in list_models() if e["source"] == "user"] == ["my-model"]
     assert load_model("my-model").meta["run"] == str(stem.parent)
     with pytest.raises(InputError, match="already exists"):
-        ls.save_user_model(stem, "my-model")
-    ls.save_user_model(stem, "my-model", overwrite=True)
+        registry.save_user_model(stem, "my-model")
+    registry.save_user_model(stem, "my-model", overwrite=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from .io.checkpoint import (
     is_checkpoint_json,
     load_checkpoint,
     read_metadata,
+    save_checkpoint,
 )
 from .model import build_model, count_parameters
 
@@ -278,3 +280,44 @@ def resolve_model(model, device="auto") -> DeblurModel:
     raise InputError(
         f"model must be a name, a path, a DeblurModel or a torch module, got {type(model).__name__}"
     )
+
+
+# ---------------------------------------------------------------------------------------------------
+# The user's own models
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def check_model_name(name: str) -> str:
+    """A model name is a file name: letters, digits, ``.``, ``_``, ``-`` (so the CLI can use it too)."""
+    name = (name or "").strip()
+    if not _NAME.match(name):
+        raise InputError(
+            f"{name!r} cannot be a model name: use letters, digits, '.', '_' and '-' (start with a "
+            "letter or digit, at most 100 characters)"
+        )
+    return name
+
+
+def user_model_exists(name: str) -> bool:
+
+    return (user_model_dir() / f"{name}.json").exists()
+
+
+def save_user_model(stem, name: str, overwrite: bool = False) -> Path:
+    """Save a run's exported model (``stem.safetensors`` + ``.json``) as the user model ``name``.
+
+    Re-saved through :func:`save_checkpoint` (atomic, fresh hashes and name), so ``list_models()``,
+    the Deblur dock and ``dgno deblur --model NAME`` find it at once. Returns the JSON path.
+    """
+
+    name = check_model_name(name)
+    if any(e["source"] == "shipped" and e["name"] == name for e in list_models()):
+        raise InputError(f"{name!r} is the name of a shipped model; choose another name")
+    if user_model_exists(name) and not overwrite:
+        raise InputError(f"a model named {name!r} already exists in {user_model_dir()}")
+    model, meta = load_checkpoint(stem)
+    meta = {k: v for k, v in meta.items() if k != "created"}
+    meta["name"] = name
+    meta["run"] = str(Path(stem).parent)
+    return save_checkpoint(user_model_dir() / name, model, meta)

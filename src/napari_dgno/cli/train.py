@@ -12,7 +12,6 @@ data-parallel (``batch_size`` is the global batch, split over the N processes; s
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sys
 from pathlib import Path
@@ -57,7 +56,7 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from ..errors import InputError
-    from ..registry import user_model_dir
+    from ..registry import save_user_model, user_model_dir
     from ..train.config import TrainConfig
     from ..train.distributed import rank_from_env
     from ..train.engine import Callbacks, Trainer
@@ -112,9 +111,6 @@ def run(args) -> int:
         file=sys.stderr,
     )
     if args.install:
-        target = user_model_dir()
-        target.mkdir(parents=True, exist_ok=True)
-        for suffix in (".safetensors", ".json"):
-            shutil.copy2(f"{stem}{suffix}", target / f"{stem.name}{suffix}")
-        print(f"dgno: installed as model {stem.name!r} in {target}", file=sys.stderr)
+        save_user_model(stem, stem.name, overwrite=True)
+        print(f"dgno: installed as model {stem.name!r} in {user_model_dir()}", file=sys.stderr)
     return 130 if stopped else 0

@@ -36,8 +36,8 @@ from ..data.datasets import (
 )
 from ..data.focus import find_focus_plane
 from ..errors import CheckpointError, InputError
-from ..io.checkpoint import load_checkpoint, read_metadata, save_checkpoint
-from ..registry import list_models, user_model_dir
+from ..io.checkpoint import read_metadata
+from ..registry import check_model_name, user_model_dir
 from .batches import DatasetSource, simulation_config
 from .config import TrainConfig
 
@@ -45,7 +45,6 @@ MIN_VALIDATION_ROWS = 16  # a thinner strip gives validation crops too small to 
 MIN_PATCH = 8  # the smallest crop a dataset accepts
 RUNS_DIR_ENV = "NAPARI_DGNO_RUNS_DIR"
 FRESH_PRESET = "small"  # the network "fresh small network" starts from
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -319,17 +318,6 @@ def unique_run_name(name: str, folder: Path) -> str:
     return candidate
 
 
-def check_model_name(name: str) -> str:
-    """A model name is a file name: letters, digits, ``.``, ``_``, ``-`` (so the CLI can use it too)."""
-    name = (name or "").strip()
-    if not _NAME.match(name):
-        raise InputError(
-            f"{name!r} cannot be a model name: use letters, digits, '.', '_' and '-' (start with a "
-            "letter or digit, at most 100 characters)"
-        )
-    return name
-
-
 def finetune_config(
     name: str,
     *,
@@ -379,27 +367,3 @@ def exported_steps(stem) -> int | None:
         return int(read_metadata(stem)["training"]["steps"])
     except (CheckpointError, KeyError, TypeError, ValueError):
         return None
-
-
-def user_model_exists(name: str) -> bool:
-
-    return (user_model_dir() / f"{name}.json").exists()
-
-
-def save_user_model(stem, name: str, overwrite: bool = False) -> Path:
-    """Save a run's exported model (``stem.safetensors`` + ``.json``) as the user model ``name``.
-
-    Re-saved through :func:`save_checkpoint` (atomic, fresh hashes and name), so ``list_models()``,
-    the Deblur dock and ``dgno deblur --model NAME`` find it at once. Returns the JSON path.
-    """
-
-    name = check_model_name(name)
-    if any(e["source"] == "shipped" and e["name"] == name for e in list_models()):
-        raise InputError(f"{name!r} is the name of a shipped model; choose another name")
-    if user_model_exists(name) and not overwrite:
-        raise InputError(f"a model named {name!r} already exists in {user_model_dir()}")
-    model, meta = load_checkpoint(stem)
-    meta = {k: v for k, v in meta.items() if k != "created"}
-    meta["name"] = name
-    meta["run"] = str(Path(stem).parent)
-    return save_checkpoint(user_model_dir() / name, model, meta)

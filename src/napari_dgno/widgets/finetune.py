@@ -31,6 +31,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from .. import registry
 from ..errors import DGNOError, InputError
 from ..train import user_data as ls
 from ..train.engine import Callbacks, Trainer
@@ -207,7 +208,7 @@ class FinetuneWidget(QWidget):
                 raise InputError("the base model must be a checkpoint on disk (save it first)")
         typed = self.run_name.text().strip()
         folder = ls.runs_dir()
-        name = ls.check_model_name(typed or ls.default_run_name(self.base_name()))
+        name = registry.check_model_name(typed or ls.default_run_name(self.base_name()))
         if typed and (folder / name).exists():
             raise InputError(f"a run named {name!r} already exists in {folder}; choose another run name")
         name = ls.unique_run_name(name, folder)
@@ -357,11 +358,11 @@ class FinetuneWidget(QWidget):
             return None
         name = self.save_name.text().strip() or run.config.name
         try:
-            name = ls.check_model_name(name)
-            overwrite = ls.user_model_exists(name)
+            name = registry.check_model_name(name)
+            overwrite = registry.user_model_exists(name)
             if overwrite and not self._confirm_overwrite(name):
                 return None
-            path = ls.save_user_model(run.stem, name, overwrite=overwrite)
+            path = registry.save_user_model(run.stem, name, overwrite=overwrite)
         except DGNOError as err:
             report_failure(self.panel, err)
             return None
