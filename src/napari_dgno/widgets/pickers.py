@@ -32,6 +32,17 @@ LOAD_CHECKPOINT = "Load checkpoint…"
 CHECKPOINT_FILTER = "napari-dgno checkpoints (*.json *.safetensors)"
 
 
+def _unwrapped(obj):
+    """The object behind napari's ``PublicOnlyProxy`` (what plugin docks get), or ``obj`` itself."""
+    return getattr(obj, "__wrapped__", obj)
+
+
+def same_layer(a, b) -> bool:
+    """Identity of two layers, seen through proxies: napari hands a plugin's viewer (and each layer
+    reached through it) as a new proxy object per access, so ``a is b`` is false for the same layer."""
+    return a is not None and b is not None and _unwrapped(a) is _unwrapped(b)
+
+
 class LayerPicker(QComboBox):
     """A combo box of the viewer's layers of ``types``, kept in sync with the layer list.
 
@@ -99,7 +110,7 @@ class LayerPicker(QComboBox):
 
     def set_layer(self, layer) -> None:
         for i in range(self.count()):
-            if self.itemData(i) is layer:
+            if same_layer(self.itemData(i), layer):
                 self.setCurrentIndex(i)
                 return
 

@@ -22,7 +22,7 @@ from ..data.focus import find_focus_plane
 from ..errors import InputError
 from ..train import user_data as ls
 from .layers import check_image_layer
-from .pickers import FolderEdit, LayerPicker
+from .pickers import FolderEdit, LayerPicker, same_layer
 
 if TYPE_CHECKING:
     import napari
@@ -123,7 +123,7 @@ class TrainingDataBox(QGroupBox):
         common = {"patch": patch, "seed": seed, "val_fraction": fraction}
         if mode == "pair":
             blurred, sharp = self._image_layer(self.blurred_picker), self._image_layer(self.sharp_picker)
-            if blurred is sharp:
+            if same_layer(blurred, sharp):
                 raise InputError("choose two layers: the blurred image and the sharp image of the same field")
             names = (blurred.name, sharp.name)
             ls.check_same_shape(blurred.data.shape, sharp.data.shape, names)
