@@ -41,3 +41,19 @@ def test_fine_tuning_refuses_the_same_layer_as_blurred_and_sharp_through_the_pro
     assert widget.data.blurred_picker.layer().name == widget.data.sharp_picker.layer().name == "only"
     with pytest.raises(InputError, match="choose two layers"):
         widget.source_builder()
+
+
+def test_a_layer_picked_in_the_dock_by_hand_stays_picked(make_napari_viewer):
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(2)
+    for name in ("a", "b", "c"):
+        viewer.add_image(rng.random((64, 64)).astype(np.float32), name=name)
+    picker = _open(viewer, "Deblur").layer_picker
+    assert picker.layer().name == "c"
+    picker.setCurrentIndex(picker.findText("a"))
+    picker.activated.emit(picker.currentIndex())  # what a user's click emits
+    viewer.layers.selection.active = viewer.layers["b"]
+    assert picker.layer().name == "a"
+    viewer.layers.remove("a")  # the hand-picked layer is gone: follow the selection again
+    viewer.layers.selection.active = viewer.layers["c"]
+    assert picker.layer().name == "c"

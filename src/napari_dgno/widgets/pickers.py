@@ -48,7 +48,8 @@ class LayerPicker(QComboBox):
 
     It follows the viewer's active layer when that layer is of a listed type, which is what users
     expect after opening a file or a sample, but not onto layers napari-dgno itself just added (a
-    second Run should not silently switch to the previous result). Layers for which ``exclude``
+    second Run should not silently switch to the previous result), and not once the user has picked
+    a layer in the combo box by hand (until that layer is removed). Layers for which ``exclude``
     returns True are not offered at all (e.g. overlay mosaics as overlay inputs). A second picker in
     the same dock (e.g. the sharp half of a pair) passes ``follow_active=False``, or both would
     always show the same layer.
@@ -70,7 +71,9 @@ class LayerPicker(QComboBox):
         events = viewer.layers.events
         for name in ("inserted", "removed", "reordered"):
             getattr(events, name).connect(self._refresh)
+        self._hand_picked = None  # the layer the user chose in this combo box, if any
         self._refresh()
+        self.activated.connect(self._chosen)  # only user interaction emits ``activated``
         if follow_active:
             viewer.layers.selection.events.active.connect(self._follow_active)
             self._follow_active()
@@ -100,7 +103,14 @@ class LayerPicker(QComboBox):
             if layer is not None and self.itemText(i) != layer.name:
                 self.setItemText(i, layer.name)
 
+    def _chosen(self, index: int) -> None:
+        self._hand_picked = self.itemData(index)
+
     def _follow_active(self, event=None) -> None:
+        if self._hand_picked is not None:
+            if any(same_layer(self._hand_picked, self.itemData(i)) for i in range(self.count())):
+                return  # the user picked a layer in this dock: keep it until it goes away
+            self._hand_picked = None
         active = self.viewer.layers.selection.active
         if active is not None and self._accepts(active) and not is_output_layer(active):
             self.set_layer(active)
