@@ -7,7 +7,7 @@ arguments) and then only read, often on another thread or a dask worker.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 
 
 @dataclass(frozen=True)
@@ -73,11 +73,9 @@ class DeblurReport:
     streamed: bool
     output: str | None = None
     shape: tuple[int, ...] | None = None
-    extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         out = asdict(self)
-        out.update(out.pop("extra"))
         if out["output"] is None:
             del out["output"]
         if out["shape"] is None:
