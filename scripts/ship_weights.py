@@ -1,12 +1,13 @@
 """Copy a trained run into src/napari_dgno/weights/ under its shipped name, with its whole lineage.
 
-A model made in stages (e.g. configs/dgno-small-face.yaml, then configs/dgno-small-face-ft.yaml
+A model made in stages (e.g. configs/dgno-small-face-v2.yaml, then configs/dgno-small-face-v3.yaml
 from its result) ships one JSON whose ``training`` is the last stage's record and whose
 ``training.base_training`` is the record of the stage it started from (and so on back), and one
 ``*.train.log`` with every stage's log in order. Nothing is retrained or recomputed here.
 
-    python scripts/ship_weights.py runs/dgno-small-face-ft/dgno-small-face-ft --name dgno-small-face \
-        --log runs/dgno-small-face-ft/train.log --base-log src/napari_dgno/weights/dgno-small-face.train.log
+    python scripts/ship_weights.py training/dgno-small-face-v3/dgno-small-face-v3 --name dgno-small-face \
+        --log training/dgno-small-face-v3/train.log \
+        --base-log src/napari_dgno/weights/dgno-small-face.train.log
 """
 
 import argparse

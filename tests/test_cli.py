@@ -214,7 +214,8 @@ def test_real_ctrl_c_while_parsing_exits_130_without_traceback():
     assert run.stderr == "dgno: interrupted\n"
 
 
-def test_flux_without_model_picks_the_shipped_model_with_that_flux(capsys, tmp_path, monkeypatch, user_dir):
+def test_a_flux_the_default_was_not_trained_with_asks_for_the_model(capsys, tmp_path, monkeypatch, user_dir):
+    """`--flux none` used to swap in another model silently; now the user names the model."""
     shipped = tmp_path / "shipped"
     shipped.mkdir()
     torch.manual_seed(0)
@@ -226,12 +227,27 @@ def test_flux_without_model_picks_the_shipped_model_with_that_flux(capsys, tmp_p
     src = tmp_path / "small.tif"
     tifffile.imwrite(src, (np.random.default_rng(2).random((96, 128)) * 4095).astype(np.uint16))
     code, _, err = run(capsys, "deblur", src, "-o", tmp_path / "a.tif", "--flux", "none")
-    assert code == 0, err
-    assert "with model tiny-none" in err
-    code, _, err = run(capsys, "deblur", src, "-o", tmp_path / "b.tif")
-    assert code == 0 and "with model tiny-face" in err
-    code, _, err = run(capsys, "deblur", src, "-o", tmp_path / "c.tif", "--flux", "p0dg")
-    assert code == 0 and "with model tiny-face (E=8, flux=p0dg)" in err  # none ships: default + flux
+    assert code == 2 and not (tmp_path / "a.tif").exists()
+    assert_one_error_line(err, "tiny-face", "trained with flux face", "tiny-none", "--model")
+    code, _, err = run(capsys, "deblur", src, "-o", tmp_path / "a.tif", "--flux", "p0dg", "-q")
+    assert code == 2
+    assert_one_error_line(err, "no installed model was trained with it")
+    code, _, err = run(capsys, "deblur", src, "-o", tmp_path / "b.tif", "--flux", "face")
+    assert code == 0 and "with model tiny-face" in err  # the default's own flux: fine
+    code, _, err = run(
+        capsys, "deblur", src, "-o", tmp_path / "c.tif", "--flux", "none", "--model", "tiny-none"
+    )
+    assert code == 0 and "with model tiny-none" in err
+    code, _, err = run(
+        capsys, "deblur", src, "-o", tmp_path / "d.tif", "--model", "tiny-face", "--flux", "p0dg"
+    )
+    assert code == 0 and "with model tiny-face (E=8, flux=p0dg)" in err  # named: any flux runs
+    # the Python API follows the same rule when the model is implied
+    from napari_dgno import deblur
+    from napari_dgno.errors import InputError
+
+    with pytest.raises(InputError, match="tiny-none"):
+        deblur(np.zeros((32, 32), np.float32) + 1, flux="none")
 
 
 def test_self_ensemble_flag_reaches_deblur(capsys, tmp_path, checkpoint, user_dir, monkeypatch, deblur_calls):
@@ -307,3 +323,32 @@ def test_help_needs_no_torch_and_the_flux_choices_match_the_model():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
     assert FLUX_CHOICES == FLUX_VARIANTS
+
+
+def test_models_answers_without_torch_in_under_two_seconds():
+    """`dgno models` took 1-2 minutes: it built every preset to count it, after importing torch."""
+    code = (
+        "import sys, time; t = time.perf_counter(); from napari_dgno.cli import main; "
+        "assert main(['models']) == 0; print('torch' in sys.modules, time.perf_counter() - t)"
+    )
+    env = dict(os.environ, NAPARI_DGNO_MODEL_DIR="/nonexistent")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    imported, seconds = out.stdout.strip().splitlines()[-1].split()
+    assert imported == "False" and float(seconds) < 2.0, out.stdout
+
+
+def test_the_cached_preset_costs_are_the_networks_counted():
+    """The shipped cache must be for this model code (else `dgno models` counts again, slowly) and
+    hold what counting gives. After changing model/, refresh it with
+    python -c "from napari_dgno.cli.models import write_cost_cache; write_cost_cache()"."""
+    from napari_dgno.cli.models import COST_CACHE, model_code_key, preset_costs
+    from napari_dgno.io.catalog import ARCHITECTURE_NAMES
+    from napari_dgno.model import ARCHITECTURES
+    from napari_dgno.model.complexity import preset_cost
+
+    assert json.loads(COST_CACHE.read_text())["key"] == model_code_key(), "stale: see the docstring"
+    for row in preset_costs(256):
+        if row["preset"] == "small":  # the paper preset takes ~10 s each to count
+            params, gmacs = preset_cost("small", row["flux"], 256)
+            assert (row["params"], row["gmacs"]) == (params, pytest.approx(gmacs))
+    assert ARCHITECTURE_NAMES == tuple(ARCHITECTURES)

@@ -1,10 +1,11 @@
-"""Classical deconvolution: exact operator, adjoint, and each method actually deblurs."""
+"""Classical deconvolution: exact operator, adjoint, TV term, and each method actually deblurs."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage as ndi
 
 from napari_dgno.data.clean_images import procedural_nuclei
 from napari_dgno.metrics import psnr_ssim
@@ -62,6 +63,18 @@ def _psnr(image, p) -> float:
     return psnr_ssim(image, p["sharp"])[0]
 
 
+@pytest.fixture(scope="module")
+def dim():
+    """96² nuclei 4 µm out of focus at 100 photons: noise-limited, where regularisation pays."""
+    camera = CameraConfig(peak_photons=(100.0, 100.0), background=(0.01, 0.01), read_noise_e=(3.0, 3.0))
+    config = SimulationConfig(depth=CONFIG.depth, camera=camera)
+    rng = np.random.default_rng(7)
+    depth = np.full((96, 96), 4.0, dtype=np.float32)
+    p = simulate_pair(procedural_nuclei(depth.shape, rng, density=0.6), rng, config, depth=depth)
+    p["blurred_psnr"] = psnr_ssim(p["blurred"], p["sharp"])[0]
+    return p
+
+
 def _best_rl(p) -> float:
     return max(
         _psnr(est, p)
@@ -99,6 +112,7 @@ def test_flat_image_stays_flat():
     outputs = [
         deconv.wiener(flat, psf, 0.01),
         deconv.richardson_lucy(flat, psf, 5),
+        deconv.richardson_lucy_tv(flat, psf, 5, 0.01),
         deconv.patchwise_rl(flat, z, 5, patch=32, overlap=16),
         deconv.spatially_variant_rl(flat, z, CONFIG.basis(), 5),
     ]
@@ -132,6 +146,50 @@ def test_spatially_variant_rl_with_true_depth_beats_global_rl(pair):
     assert sv_best > _best_rl(pair) + 0.2
 
 
+def test_tv_curvature_is_the_neumann_laplacian_for_a_large_eps():
+    """With |∇h| smoothed by a huge eps, div(∇h / eps) is the 5-point Laplacian with mirrored
+    borders over eps: the forward/backward differences and the border are right."""
+    h = torch.from_numpy(np.random.default_rng(3).random((12, 17)))
+    eps = 1e6
+    expected = ndi.laplace(h.numpy(), mode="nearest") / eps
+    np.testing.assert_allclose(deconv._tv_curvature(h, eps).numpy(), expected, atol=1e-15)
+
+
+def test_tv_curvature_of_a_step_pulls_the_edge_together():
+    """A bright half-plane: the TV term is negative on the bright side of the edge, positive on the
+    dark side (denominator up, value down where it is bright), zero away from it."""
+    h = torch.zeros((8, 8), dtype=torch.float64)
+    h[:, 4:] = 1.0
+    div = deconv._tv_curvature(h, 1e-3).numpy()
+    assert (div[:, 3] > 0.9).all() and (div[:, 4] < -0.9).all()
+    assert np.abs(div[:, [0, 1, 2, 5, 6, 7]]).max() < 1e-9
+
+
+def test_rl_tv_with_zero_weight_is_rl(uniform):
+    psf = defocus_psf(4.0)
+    np.testing.assert_array_equal(
+        deconv.richardson_lucy_tv(uniform["blurred"], psf, 6, 0.0),
+        deconv.richardson_lucy(uniform["blurred"], psf, 6),
+    )
+
+
+def test_rl_tv_beats_rl_on_a_dim_image(dim):
+    """At 100 photons, TV regularisation (λ = 0.01) beats plain RL at each one's best z and
+    iteration (measured +0.7 dB)."""
+    tv_best = max(
+        _psnr(est, dim)
+        for z in Z_GRID[:3]
+        for est in deconv.richardson_lucy_tv_steps(dim["blurred"], defocus_psf(z), 30, 0.01)
+    )
+    rl_best = max(
+        _psnr(est, dim)
+        for z in Z_GRID[:3]
+        for est in deconv.richardson_lucy_steps(dim["blurred"], defocus_psf(z), 30)
+    )
+    assert rl_best > dim["blurred_psnr"] + 1.0
+    assert tv_best > rl_best + 0.3
+
+
 def test_steps_end_where_the_plain_call_ends(pair):
     psf = defocus_psf(7.0)
     *_, last = deconv.richardson_lucy_steps(pair["blurred"], psf, 4)
@@ -146,3 +204,5 @@ def test_bad_arguments():
         deconv.wiener(image, np.ones((4, 4)) / 16, 0.1)
     with pytest.raises(ValueError, match="shape"):
         deconv.patchwise_rl(image, np.ones((16, 16)), 3)
+    with pytest.raises(ValueError, match="tv_weight"):
+        deconv.richardson_lucy_tv(image, defocus_psf(2.0), 3, -0.1)

@@ -195,3 +195,75 @@ def test_run_names_configs_and_saving(tmp_path, monkeypatch):
     with pytest.raises(InputError, match="already exists"):
         registry.save_user_model(stem, "my-model")
     registry.save_user_model(stem, "my-model", overwrite=True)
+
+
+# -- units and one data path for the dock and `dgno train` -------------------------------------------
+
+
+def _field(seed=0, shape=(96, 96)):
+    """A sharp field in camera units (uint16-like, offset 100) and its blurred frame."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    sharp = gaussian_filter(rng.random(shape), 1.5)
+    sharp = 100 + 3000 * (sharp - sharp.min()) / np.ptp(sharp)
+    blurred = gaussian_filter(sharp, 3) + rng.normal(0, 5, shape)
+    return np.clip(blurred, 0, 65535).astype(np.uint16), sharp.astype(np.float32)
+
+
+def test_a_reference_in_other_units_trains_on_the_blurred_images_units():
+    blurred, sharp = _field()
+    in_camera_units = ls.pair_source(blurred, sharp, patch=32, seed=0)
+    reference = (sharp - 100) / 3000  # float in [0, 1], as references are often stored
+    in_other_units = ls.pair_source(blurred, reference, patch=32, seed=0)
+    assert in_camera_units.describe()["units"].startswith("sharp and blurred in the same units")
+    assert "mapped to their blurred image's units" in in_other_units.describe()["units"]
+    # the targets the network learns are the same either way: the sharp image in the blurred one's
+    # units, which is what inference maps the network's output back to
+    a = in_camera_units.validation_pairs(4, 32, seed=1)
+    b = in_other_units.validation_pairs(4, 32, seed=1)
+    for (ba, sa), (bb, sb) in zip(a, b, strict=True):
+        np.testing.assert_array_equal(ba, bb)
+        np.testing.assert_allclose(sb, sa, atol=0.01)
+
+
+def test_a_sharp_image_of_another_field_is_refused_in_one_line():
+    blurred, _ = _field(0)
+    _, other = _field(1)
+    with pytest.raises(InputError, match="does not match the blurred one") as info:
+        ls.pair_source(blurred, other, patch=32, names=("b", "s"))
+    assert "\n" not in str(info.value)
+
+
+def test_dgno_train_folders_hold_out_whole_images_as_the_dock_does(tmp_path):
+    from napari_dgno.train.batches import build_source
+
+    for i in range(5):
+        blurred, sharp = _field(i, (64, 64))
+        for kind, image in (("blurred", blurred), ("sharp", (sharp - 100) / 3000)):
+            (tmp_path / kind).mkdir(exist_ok=True)
+            tifffile.imwrite(tmp_path / kind / f"f{i}.tif", image)
+    data = {
+        "source": "folder",
+        "blurred_dir": str(tmp_path / "blurred"),
+        "sharp_dir": str(tmp_path / "sharp"),
+    }
+    cli = build_source(data, 32, 0)
+    dock = ls.folder_source(tmp_path / "blurred", tmp_path / "sharp", patch=32, seed=0)
+    assert (
+        cli.describe()["validation"]
+        == dock.describe()["validation"]
+        == {
+            "method": "planes",
+            "fraction": 0.2,
+            "planes": [2],
+        }
+    )
+    assert len(cli.train.blurred) == 4 and len(cli.validation.blurred) == 1
+    held = cli.validation.blurred[0]
+    assert not any(np.array_equal(held, b) for b in cli.train.blurred)  # never trained on
+    for (b1, s1), (b2, s2) in zip(
+        cli.validation_pairs(3, 32, 5), dock.validation_pairs(3, 32, 5), strict=True
+    ):
+        np.testing.assert_array_equal(b1, b2)
+        np.testing.assert_array_equal(s1, s2)

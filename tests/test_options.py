@@ -20,7 +20,10 @@ def test_keywords_that_differ_from_their_defaults_go_on_top_of_the_options():
 
 def test_the_fingerprint_holds_what_changes_the_result_and_nothing_else():
     a = DeblurOptions(element_size=16, flux="face", tile=256, overlap=128)
-    assert a.fingerprint() == {"element_size": 16, "flux": "face", "tile": 256, "overlap": 128}
+    assert a.fingerprint() == {
+        "element_size": 16, "flux": "face", "tile": 256, "overlap": 128, "normalize": "plane",
+    }  # fmt: skip
+    assert a.replace(normalize="stack").fingerprint()["normalize"] == "stack"  # it changes stacks
     assert a.replace(threads=1, device="cpu", mixed_precision=False).fingerprint() == a.fingerprint()
     # outputs finished before self-ensembling existed keep their key; with it on, the key differs
     assert a.replace(self_ensemble=True).fingerprint() == {**a.fingerprint(), "self_ensemble": True}

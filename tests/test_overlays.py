@@ -200,3 +200,62 @@ def test_compute_overlays_restores_with_the_engine_and_reports_progress(tiny):
         ov.compute_overlays(tiny, image, 8, cancel=lambda: True)
     with pytest.raises(InputError):
         ov.compute_overlays(tiny, image, 0)
+
+
+# -- one forward pass, kernels in few backward passes ----------------------------------------------
+
+
+class Counting(torch.nn.Module):
+    """Wraps a network and counts its forward passes (the expensive part of an overlay)."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.inner, self.forwards = net, 0  # not ``.net``: that would be unwrapped as a DeblurModel
+        self.config = net.config
+
+    def pad_multiple(self, element_size=None):
+        return self.inner.pad_multiple(element_size)
+
+    def forward(self, x, element_size=None, flux=None):
+        self.forwards += 1
+        return self.inner(x, element_size, flux)
+
+
+def test_one_forward_pass_serves_the_kernels_and_the_psf_fit(tiny):
+    counting = Counting(tiny)
+    image = np.random.default_rng(0).random((64, 80)).astype(np.float32) * 1000
+    result = ov.compute_overlays(counting, image, 16, z_grid=np.arange(0, 8.1, 0.5))
+    assert counting.forwards == 1  # was one deblur pass plus one pass per kernel tile
+    assert result.settings["stride"] == 2  # 4 backward passes at E = 16 (9 before)
+    # the restored image it fitted PSFs to is the network's output, as Deblur gives it
+    from napari_dgno.inference.engine import deblur
+
+    restored = deblur(image, tiny, element_size=16)
+    _, output = ov._kernels_and_output(tiny, image, 16, None, None, None, None, None, None)
+    np.testing.assert_allclose(output, restored, rtol=1e-4, atol=1e-2)
+    assert result.confidence.shape == result.defocus_um.shape
+    assert ((result.confidence >= 0) & (result.confidence <= 1)).all()
+
+
+def test_the_defocus_map_is_smooth_on_a_flat_specimen_and_flags_empty_elements():
+    from napari_dgno.physics.blur import eigen_psf_basis, scatter_blur
+    from napari_dgno.physics.fit import fit_defocus_map
+
+    rng = np.random.default_rng(1)
+    sharp = np.zeros((160, 160))
+    for y, x in rng.integers(6, 154, size=(60, 2)):
+        if x < 112:  # the right 48 px are empty: background only
+            sharp[y - 2 : y + 3, x - 2 : x + 3] += rng.uniform(0.5, 1.0)
+    optics = Optics()
+    depth = np.full(sharp.shape, 6.0)  # a flat specimen, 6 µm out of focus everywhere
+    blurred = 800 * scatter_blur(sharp, depth, eigen_psf_basis(optics, 12.0), dtype=np.float64) + 100
+    blurred = blurred + rng.normal(0, 8, blurred.shape)
+    grid = np.arange(0, 12.1, 0.5)
+    raw = fit_defocus_map(blurred, sharp, 16, optics, grid, kernel_size=15, smooth=0)
+    smooth = fit_defocus_map(blurred, sharp, 16, optics, grid, kernel_size=15, smooth=1.0)
+    empty = raw.confidence[:, -2:]
+    assert empty.max() < 0.1 < np.median(raw.confidence[:, :6])  # no signal: low confidence
+    neighbours = lambda z: np.median(np.abs(np.diff(z, axis=1)))  # noqa: E731
+    assert np.all(np.abs(smooth.z_um - 6.0) <= 0.5)  # every element, the empty ones included
+    assert neighbours(smooth.z_um) <= neighbours(raw.z_um)
+    assert np.ptp(raw.z_um) > np.ptp(smooth.z_um)  # the unregularised map is noisy where empty

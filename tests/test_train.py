@@ -1,6 +1,7 @@
 """The training engine: loss, schedule, checkpoints, stop, and exact resume."""
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from napari_dgno.errors import CheckpointError
 from napari_dgno.io.checkpoint import load_checkpoint
 from napari_dgno.train import state as ckpt
 from napari_dgno.train.config import TrainConfig
-from napari_dgno.train.engine import Callbacks, Trainer, lr_factor
+from napari_dgno.train.engine import Callbacks, Trainer, build_network, lr_factor
 from napari_dgno.train.losses import multiscale_l1_fft
 
 
@@ -93,14 +94,15 @@ def test_run_exports_a_loadable_model_with_its_training_record(tmp_path):
 
 def test_resume_gives_the_same_model_as_an_uninterrupted_run(tmp_path):
     straight = Trainer(_config(tmp_path / "a"), source=TinySource()).run()
-    calls = {"n": 0}
+    done = {"steps": 0}
 
-    def stop_after_four():
-        calls["n"] += 1
-        return calls["n"] > 4
+    def count(info):
+        done["steps"] = info.step
 
     stopped = Trainer(
-        _config(tmp_path / "b"), source=TinySource(), callbacks=Callbacks(should_stop=stop_after_four)
+        _config(tmp_path / "b"),
+        source=TinySource(),
+        callbacks=Callbacks(on_step=count, should_stop=lambda: done["steps"] >= 4),
     )
     stopped.run()
     assert [s for s, _ in ckpt.checkpoints(tmp_path / "b" / "t")][0] == 4
@@ -108,6 +110,61 @@ def test_resume_gives_the_same_model_as_an_uninterrupted_run(tmp_path):
     a, b = _weights(straight), _weights(resumed)
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+class StopInside:
+    """``should_stop`` that turns true in the middle of step ``at`` (after ``calls`` checks inside it)."""
+
+    def __init__(self, at, calls):
+        self.at, self.calls, self.step, self.inside, self.fired = at, calls, 0, 0, None
+
+    def on_step(self, info):
+        self.step = info.step
+
+    def __call__(self):
+        if self.step + 1 == self.at:
+            self.inside += 1
+            if self.inside > self.calls:
+                self.fired = self.fired or time.perf_counter()
+                return True
+        return False
+
+
+@pytest.mark.parametrize("calls", [3, 60])  # in the forward pass, in the backward pass
+def test_a_stop_inside_a_step_drops_that_step_and_resume_is_still_exact(tmp_path, calls):
+    straight = Trainer(_config(tmp_path / "a"), source=TinySource()).run()
+    stop = StopInside(at=4, calls=calls)
+    stopped = Trainer(
+        _config(tmp_path / "b"),
+        source=TinySource(),
+        callbacks=Callbacks(on_step=stop.on_step, should_stop=stop),
+    )
+    stopped.run()
+    assert stopped.stopped and stop.fired
+    assert ckpt.checkpoints(tmp_path / "b" / "t")[0][0] == 3  # step 4 never happened
+    resumed = Trainer(_config(tmp_path / "b"), source=TinySource()).run(resume=True)
+    a, b = _weights(straight), _weights(resumed)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+def test_a_stop_lands_within_a_layer_not_a_step(tmp_path, monkeypatch):
+    """Every layer takes 30 ms (a step takes seconds): Stop still returns in well under a second."""
+    from napari_dgno.train import engine
+
+    def slow_network(cfg):
+        model, extra = build_network(cfg)
+        for block in list(model.modules())[1:]:
+            block.register_forward_pre_hook(lambda *_: time.sleep(0.03))
+        return model, extra
+
+    monkeypatch.setattr(engine, "build_network", slow_network)
+    stop = StopInside(at=1, calls=5)
+    callbacks = Callbacks(on_step=stop.on_step, should_stop=stop)
+    trainer = Trainer(_config(tmp_path, steps=2), source=TinySource(), callbacks=callbacks)
+    trainer.run()
+    assert trainer.stopped and time.perf_counter() - stop.fired < 0.5
+    assert not ckpt.checkpoints(tmp_path / "t")  # nothing was trained: no checkpoint claims a step
 
 
 def _damage(run_dir, how):
@@ -185,3 +242,49 @@ def test_a_config_without_a_name_is_named_after_its_file(tmp_path):
     path.write_text("steps: 3\n")
     assert TrainConfig.from_yaml(path).name == "my-microscope"
     assert TrainConfig.from_yaml(path, name="other").name == "other"
+
+
+class OtherUnits(TinySource):
+    """Sharp targets in other units than the blurred inputs (x 1000): no blurred copy scores that."""
+
+    def _pair(self, rng):
+        blurred, sharp = super()._pair(rng)
+        return blurred, sharp * 1000
+
+
+def test_pairs_that_cannot_match_stop_before_training(tmp_path):
+    from napari_dgno.errors import InputError
+
+    with pytest.raises(InputError, match="data problem: the blurred validation images score") as info:
+        Trainer(_config(tmp_path), source=OtherUnits()).run()
+    assert "\n" not in str(info.value) and not ckpt.checkpoints(tmp_path / "t")
+
+
+def test_a_base_model_far_below_the_input_is_a_data_problem(tmp_path, monkeypatch):
+    from napari_dgno.errors import InputError
+
+    base = Trainer(_config(tmp_path / "base", steps=2), source=TinySource()).run()
+    monkeypatch.setattr(Trainer, "validate", lambda self, model: {"psnr": -40.0, "ssim": 0.0})
+    cfg = _config(tmp_path / "ft", steps=4, base_checkpoint=str(base))
+    with pytest.raises(
+        InputError, match=r"data problem: the base model scores -40.0 dB .* below their blurred"
+    ):
+        Trainer(cfg, source=TinySource()).run()
+    assert not ckpt.checkpoints(tmp_path / "ft" / "t")
+
+
+def test_threads_follow_the_environment_when_the_config_has_none(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setenv("NAPARI_DGNO_THREADS", "2")
+    before = torch.get_num_threads()
+    cfg = _config(tmp_path, steps=2, threads=None)
+    Trainer(
+        cfg, source=TinySource(), callbacks=Callbacks(on_step=lambda i: seen.append(torch.get_num_threads()))
+    ).run()
+    assert seen == [2, 2] and torch.get_num_threads() == before  # restored afterwards
+    Trainer(
+        _config(tmp_path / "b", steps=1, threads=1),
+        source=TinySource(),
+        callbacks=Callbacks(on_step=lambda i: seen.append(torch.get_num_threads())),
+    ).run()
+    assert seen[-1] == 1

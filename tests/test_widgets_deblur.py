@@ -40,7 +40,7 @@ def test_sample_deblur_adds_layer_with_geometry_and_metadata(make_napari_viewer,
     # the user model was found automatically and its training combination is shown
     assert "trained: face @ 8 px" in widget.trained.text()
     assert widget.flux.itemText(0) == "face ✓"
-    assert widget.device.value() == "auto" and "cpu" in widget.detected.text()
+    assert widget.device.value() == "auto" and "cpu" in widget.device.toolTip()
 
     handle = widget.run()
     assert handle is not None and widget.busy and widget.panel.button.text() == "Cancel"

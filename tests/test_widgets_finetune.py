@@ -115,7 +115,7 @@ def test_stop_keeps_weights_and_resume_continues_to_the_end(make_napari_viewer, 
     widget.run_name.setText("stop-resume")
 
     def stop_once(done, total):
-        if widget.panel.button.text() == "Stop":
+        if done >= 1 and widget.panel.button.text() == "Stop":
             widget.panel.button.click()  # Train became Stop
 
     handle = widget.run()

@@ -67,7 +67,10 @@ def test_overlay_tiles_sit_on_their_elements(make_napari_viewer, qtbot, tiny_mod
         assert column in features
     np.testing.assert_allclose(features["defocus_um"].to_numpy().reshape(2, 2), defocus.data)
     assert (features["kernel_anisotropy"] >= 1).all() and (features["kernel_width_px"] > 0).all()
-    assert grid.text.string.format == "{defocus_um:.1f} µm"
+    assert "confidence" in features and features["confidence"].between(0, 1).all()
+    # µm written inside each element, scaled with the zoom so neighbours' labels never overlap
+    assert grid.text.string.format == "{label}" and grid.text.scaling and grid.text.size <= e / 4
+    assert kernels.opacity < 1 and psfs.opacity < 1  # the image stays visible under the mosaics
     # kernels are shown peak-normalised, sign kept; PSFs peak at 1
     assert np.abs(kernels.data).max() == pytest.approx(1.0)
     lo, hi = kernels.contrast_limits
@@ -146,3 +149,28 @@ def test_bad_choices_give_messages(make_napari_viewer, tiny_model, monkeypatch):
     assert widget.run() is None and "tick at least one" in widget.panel.status.text()
     assert len(shown) == 4
     assert [layer.name for layer in viewer.layers] == ["small", "rgb", "fine"]
+
+
+def test_partial_elements_are_drawn_at_their_true_size_with_public_api_only(
+    make_napari_viewer, qtbot, tiny_model
+):
+    import warnings
+
+    viewer = make_napari_viewer()
+    e, (h, w) = 16, (40, 24)  # 2.5 x 1.5 elements: the last row and column are half elements
+    image = viewer.add_image(np.random.default_rng(3).random((h, w)).astype(np.float32) * 900, name="img")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-dgno", "Kernel / PSF overlay")
+    assert widget.model_picker.select(tiny_model)
+    widget.element_size.setValue(e)
+    widget.max_defocus.setValue(8.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_and_wait(qtbot, widget)
+    private = [str(c.message) for c in caught if issubclass(c.category, FutureWarning)]
+    assert not private, private  # napari warns when a plugin reaches for private API
+    full = world_box(image, 0, 0, h, w)
+    for name in ("img kernels", "img PSFs", "img fitted defocus (µm)"):
+        layer = viewer.layers[name]
+        rows, cols = layer.data.shape
+        # the mosaic ends at the image's edge (within one mosaic pixel), not a whole element past it
+        np.testing.assert_allclose(world_box(layer, 0, 0, rows, cols), full, atol=e / 17 + 1e-9)

@@ -27,12 +27,14 @@ from .errors import CheckpointError, DGNOError, InputError, one_line
 from .inference import engine
 from .io import atomic_path, is_zarr_path, open_image, output_format, write_image_atomic
 from .io.checkpoint import checkpoint_paths, read_metadata
+from .io.formats import COMMON_SUFFIXES, TIFF_SUFFIXES, VENDOR_PLUGINS, suffix_of
 from .options import DeblurOptions, DeblurReport
 from .registry import load_model, locate_model
 
 STREAM_BYTES = 128 << 20  # float32 results above this are streamed to disk row band by row band
 DONE_SUFFIX = ".done"
-IMAGE_SUFFIXES = (".tif", ".tiff")
+IMAGE_SUFFIXES = (*TIFF_SUFFIXES, *COMMON_SUFFIXES, *VENDOR_PLUGINS)  # what a folder's listing takes
+DEFAULT_SUFFIX = "-deblurred"
 GLOB_CHARS = "*?["
 
 # ---------------------------------------------------------------------------------------------------
@@ -44,13 +46,22 @@ def result_nbytes(shape) -> int:
 
 
 def deblur_file(
-    src, dst, model, options: DeblurOptions | None = None, *, stream=None, progress=None, **keywords
+    src,
+    dst,
+    model,
+    options: DeblurOptions | None = None,
+    *,
+    stream=None,
+    progress=None,
+    on_open=None,
+    **keywords,
 ) -> DeblurReport:
     """Read ``src`` (TIFF / OME-Zarr), deblur it, write ``dst`` (TIFF / OME-Zarr) atomically.
 
     ``stream``: None streams when the float32 result is over 128 MiB or ``dst`` is a Zarr (memory
     then stays one band of tiles); True / False force it. ``options`` (and keyword arguments on top
-    of them, as for :func:`~napari_dgno.deblur`) say how to run. Returns the engine's report with
+    of them, as for :func:`~napari_dgno.deblur`) say how to run. ``on_open(info)`` is called with the
+    input's :func:`~napari_dgno.io.read_image` info once it is open. Returns the engine's report with
     ``shape`` set. The input file is closed when this returns or raises (a worker runs through a
     whole plate in one process).
 
@@ -62,10 +73,15 @@ def deblur_file(
 
     options = (options or DeblurOptions()).overridden(**keywords)
     with dask.config.set(scheduler="threads"), open_image(src, lazy=True) as (image, meta):
+        if on_open is not None:
+            on_open(meta)
         if stream is None:
             stream = output_format(dst) == "zarr" or result_nbytes(image.shape) > STREAM_BYTES
         if stream:
             _, report = engine.restore_to(image, dst, model, options, metadata=meta, progress=progress)
+        elif isinstance(image, np.ndarray):  # a format that is always read whole (PNG ...)
+            restored, report = engine.restore(image, model, options, progress=progress)
+            write_image_atomic(dst, restored, metadata=meta)
         else:
             with open_image(src) as (image, meta):  # small: whole file in memory, read eagerly
                 restored, report = engine.restore(image, model, options, progress=progress)
@@ -115,16 +131,25 @@ def expand_inputs(inputs: Iterable[str]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
-def output_name(src: Path) -> str:
-    """``a.tif`` -> ``a.tif``, ``a.ome.tif`` -> ``a.ome.tif``, ``a.ome.zarr`` -> ``a.ome.tif``."""
+def output_name(src: Path, tag: str = "") -> str:
+    """``a.tif`` -> ``a.tif``, ``a.ome.tif`` -> ``a.ome.tif``, ``a.ome.zarr`` / ``a.czi`` ->
+    ``a.ome.tif`` (OME keeps their pixel sizes), ``a.png`` -> ``a.tif``; ``tag`` goes before the
+    suffix (``a-deblurred.tif``)."""
     name = src.name
     lower = name.lower()
-    if lower.endswith(IMAGE_SUFFIXES):
-        return name
-    for suffix in (".ome.zarr", ".zarr"):
+    for suffix in sorted((".ome.zarr", ".zarr", *TIFF_SUFFIXES), key=len, reverse=True):
         if lower.endswith(suffix):
-            return name[: -len(suffix)] + (".ome.tif" if suffix == ".ome.zarr" else ".tif")
-    return Path(name).stem + ".tif"
+            stem, kept = name[: -len(suffix)], name[-len(suffix) :]  # a TIFF keeps its own spelling
+            if suffix in (".zarr", ".ome.zarr", ".btf", ".tf8", ".lsm"):
+                kept = ".ome.tif" if suffix == ".ome.zarr" else ".tif"
+            return stem + tag + kept
+    ome = suffix_of(src) in VENDOR_PLUGINS
+    return Path(name).stem + tag + (".ome.tif" if ome else ".tif")
+
+
+def default_output(src: Path) -> Path:
+    """``INPUT-deblurred.tif`` beside the input (see :func:`output_name`)."""
+    return src.parent / output_name(src, DEFAULT_SUFFIX)
 
 
 def plan_outputs(sources: list[Path], out_dir: Path) -> list[tuple[Path, Path]]:
@@ -289,6 +314,7 @@ def deblur_files(
     stream: bool | None = None,
     force: bool = False,
     on_result: Callable[[dict], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
     client=None,
     options: DeblurOptions | None = None,
 ) -> list[dict]:
@@ -304,6 +330,7 @@ def deblur_files(
     force: redo files whose output is already complete (otherwise they are ``"skipped"``).
     on_result: called with each result as it arrives (``status`` is done, skipped or failed, with
         ``error`` for failures). A failed file never stops the others.
+    on_total: called once with the number of files (results to come), before the first result.
     """
 
     out_dir = Path(out_dir)
@@ -328,6 +355,8 @@ def deblur_files(
     )
 
     results: list[dict] = []
+    if on_total is not None:
+        on_total(len(pairs))
 
     def report(result: dict) -> None:
         results.append(result)

@@ -2,7 +2,9 @@
 
 Training and inference both go through these functions, so the model always sees the same units:
 the 1st and 99.8th percentiles of the *blurred* input become 0 and 1, and the inverse map brings the
-restored image back to the input's intensity units.
+restored image back to the input's intensity units. Inference fits one map per 2-D plane by default
+(a z-stack whose planes differ 10x in brightness must give each plane what it gets alone); a fit over
+a whole stack subsamples Y and X only, never the planes.
 """
 
 from __future__ import annotations
@@ -54,12 +56,18 @@ class Normalization:
 def fit_normalization(
     image, low: float = DEFAULT_LOW, high: float = DEFAULT_HIGH, max_samples: int = 4_000_000
 ) -> Normalization:
-    """Percentiles of ``image`` (numpy or dask; large arrays are subsampled on a regular grid)."""
+    """Percentiles of ``image`` (numpy or dask), exact up to ``max_samples`` values.
+
+    Larger arrays are subsampled on a regular grid over Y and X (the last two axes) only, so every
+    plane of a stack contributes: a step on every axis skipped whole planes, and a stack whose second
+    plane was 10x brighter got the first plane's range. A 2-D image is subsampled as it always was.
+    """
     arr = image
     size = int(np.prod(arr.shape)) if arr.shape else 1
     if size > max_samples:
-        step = int(np.ceil((size / max_samples) ** (1.0 / max(arr.ndim, 1))))
-        arr = arr[(slice(None, None, step),) * arr.ndim]
+        axes = min(arr.ndim, 2)
+        step = int(np.ceil((size / max_samples) ** (1.0 / max(axes, 1))))
+        arr = arr[(Ellipsis, *(slice(None, None, step),) * axes)]
     arr = np.asarray(arr, dtype=np.float32)
     lo, hi = np.percentile(arr, [low, high])
     return Normalization(float(lo), float(hi), float(low), float(high))

@@ -43,6 +43,7 @@ __all__ = [
     "element_rectangles",
     "kernel_moments",
     "learned_kernels",
+    "element_map",
     "mosaic",
     "mosaic_transform",
     "normalize_for_display",
@@ -52,6 +53,13 @@ ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], bool]
 
 KERNEL_TILE = 512  # autograd keeps every activation: smaller tiles than plain inference
+KERNEL_WHOLE_PIXELS = 400_000  # up to this, the whole plane is one pass (~2.5 GB of activations)
+# Centres seeded in one backward pass lie ≥ stride·E apart, so each crop holds the other rows' tails
+# from ≥ SEPARATION·k px out. At 1.0 (E = 16, k = 17: stride 2, 4 passes instead of 9 at 1.5) the
+# kernels differ from stride 5 by a median 0.3-0.6 % of their peak (max 4-10 %, in faint background
+# elements) on a BBBC006 image with the shipped and the retrained default model.
+KERNEL_SEPARATION = 1.0
+OVERLAY_SMOOTH = 1.0  # elements: neighbours' PSF fits join each element's (physics/fit.py)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -119,10 +127,42 @@ def element_rectangles(grid: ElementGrid) -> list[np.ndarray]:
     return out
 
 
-def mosaic(tiles: np.ndarray) -> np.ndarray:
-    """(rows, cols, k, k) -> (rows·k, cols·k): tile (i, j) at ``[i k:(i+1) k, j k:(j+1) k]``."""
+def mosaic(
+    tiles: np.ndarray, shape: Sequence[int] | None = None, element_size: int | None = None
+) -> np.ndarray:
+    """(rows, cols, k, k) -> (rows·k, cols·k): tile (i, j) at ``[i k:(i+1) k, j k:(j+1) k]``.
+
+    With the image's ``shape`` and ``element_size``, a partial last row/column of elements (an image
+    that is not a whole number of elements) keeps only the central ``round(k · part / E)`` rows/columns
+    of its tiles, so it is drawn at its true size instead of reaching past the image's edge.
+    """
     rows, cols, kh, kw = tiles.shape
-    return tiles.transpose(0, 2, 1, 3).reshape(rows * kh, cols * kw)
+    out = tiles.transpose(0, 2, 1, 3).reshape(rows * kh, cols * kw)
+    if shape is None or element_size is None:
+        return out
+    keep = []
+    for n, k, side in ((rows, kh, int(shape[-2])), (cols, kw, int(shape[-1]))):
+        part = side - (n - 1) * int(element_size)  # px of the last element inside the image
+        m = max(1, min(k, round(k * part / int(element_size))))
+        index = np.arange(n * k)
+        first = (k - m) // 2
+        last_tile = index >= (n - 1) * k
+        offset = index - (n - 1) * k
+        keep.append(~last_tile | ((offset >= first) & (offset < first + m)))
+    cropped = out[keep[0]][:, keep[1]]
+    return cropped
+
+
+def element_map(values: np.ndarray, shape: Sequence[int], element_size: int, max_factor: int = 16):
+    """A per-element map (rows, cols) as an image whose pixels are ``E / f`` image px, so that partial
+    elements at the bottom/right are drawn at their true size: ``(image, f)``. ``f`` divides E and the
+    partial sizes where it can (at most ``max_factor``; beyond it the edge is within E / f px)."""
+    e = int(element_size)
+    h, w = (int(v) for v in shape[-2:])
+    cell = math.gcd(e, h % e or e, w % e or e)
+    f = min(e // cell, int(max_factor))
+    big = np.repeat(np.repeat(np.asarray(values), f, axis=0), f, axis=1)
+    return big[: max(1, round(h * f / e)), : max(1, round(w * f / e))], f
 
 
 def default_kernel_size(element_size: int) -> int:
@@ -148,8 +188,8 @@ def _net_and_device(model) -> tuple[torch.nn.Module, torch.device]:
 
 def _auto_stride(element_size: int, kernel_size: int) -> int:
     # Centres processed together are ≥ stride·E apart; their rows' tails in each other's crop then
-    # lie ≥ stride·E − k//2 ≥ 1.5 k px from their own centre.
-    return max(1, math.ceil((1.5 * kernel_size + kernel_size // 2) / element_size))
+    # lie ≥ stride·E − k//2 ≥ KERNEL_SEPARATION · k px from their own centre.
+    return max(1, math.ceil((KERNEL_SEPARATION * kernel_size + kernel_size // 2) / element_size))
 
 
 def _pad_multiple(net, element_size: int) -> int:
@@ -175,7 +215,15 @@ def learned_kernels(
     since input and output share that affine map the Jacobian is the same in the image's own units.
     ``progress(done, total)`` counts backward passes; a truthy ``cancel()`` raises ``Cancelled``.
     """
+    kernels, _ = _kernels_and_output(
+        model, image, element_size, flux, kernel_size, stride, tile, progress, cancel
+    )
+    return kernels
 
+
+def _kernels_and_output(model, image, element_size, flux, kernel_size, stride, tile, progress, cancel):
+    """:func:`learned_kernels`, plus the network's restored image (in the image's units) when the
+    plane was one pass, else None."""
     net, device = _net_and_device(model)
     image = np.asarray(image, dtype=np.float32)
     if image.ndim != 2:
@@ -193,6 +241,8 @@ def learned_kernels(
     half = k // 2
 
     multiple = _pad_multiple(net, e)
+    if tile is None and h * w <= KERNEL_WHOLE_PIXELS:
+        tile = max(h, w)
     tile = max(int(tile or KERNEL_TILE), 2 * multiple)
     tiles = plan_tiles((h, w), tile, min(max(64, 3 * k), tile // 2), multiple)
     owner = _assign_to_tiles(centres, tiles, (h, w))
@@ -200,10 +250,15 @@ def learned_kernels(
     passes = [(ti, a, b) for ti in range(len(tiles)) for (a, b) in groups if _members(owner, ti, a, b, g)]
     total = len(passes)
 
-    x = fit_normalization(image).apply(image)
+    norm = fit_normalization(image)
+    x = norm.apply(image)
     kernels = np.zeros((grid.rows, grid.cols, k, k), dtype=np.float32)
+    output = None
     was_training = net.training
+    frozen = [p for p in net.parameters() if p.requires_grad]
     net.eval()
+    for p in frozen:  # gradients for the input only: half the backward work, less memory
+        p.requires_grad_(False)
     done = 0
     try:
         for ti, t in enumerate(tiles):
@@ -216,11 +271,14 @@ def learned_kernels(
             xt = xt[None, None].requires_grad_(True)
             with torch.enable_grad():
                 y = net(xt, element_size=e, flux=flux)
+            if len(tiles) == 1:
+                output = norm.invert(y.detach()[0, 0].float().cpu().numpy()[:h, :w])
+            seed = torch.zeros_like(y)
             for _, a, b in mine:
                 if cancel is not None and cancel():
                     raise Cancelled("kernel computation cancelled")
                 members = _members(owner, ti, a, b, g)
-                seed = torch.zeros_like(y)
+                seed.zero_()
                 for i, j in members:
                     cy, cx = centres[i, j]
                     seed[0, 0, cy - t.y0, cx - t.x0] = 1.0
@@ -234,8 +292,10 @@ def learned_kernels(
                     progress(done, total)
             del y, xt
     finally:
+        for p in frozen:
+            p.requires_grad_(True)
         net.train(was_training)
-    return kernels
+    return kernels, output
 
 
 def _assign_to_tiles(centres: np.ndarray, tiles, shape) -> np.ndarray:
@@ -321,6 +381,7 @@ class ElementOverlays:
     fit_residual: np.ndarray  # (rows, cols) unexplained variance fraction of the PSF fit
     kernel_width: np.ndarray  # (rows, cols) second-moment radius, px
     kernel_anisotropy: np.ndarray  # (rows, cols) eigenvalue ratio ≥ 1
+    confidence: np.ndarray | None = None  # (rows, cols) in [0, 1]: how well the data pins the defocus
     settings: dict = field(default_factory=dict)
 
     @property
@@ -338,6 +399,9 @@ class ElementOverlays:
             "kernel_width_px": self.kernel_width.ravel(),
             "kernel_anisotropy": self.kernel_anisotropy.ravel(),
             "fit_residual": self.fit_residual.ravel().astype(np.float32),
+            "confidence": (
+                np.ones(rows * cols, np.float32) if self.confidence is None else self.confidence.ravel()
+            ).astype(np.float32),
         }
 
 
@@ -352,14 +416,16 @@ def compute_overlays(
     optics=None,
     z_grid: np.ndarray | None = None,
     restored: np.ndarray | None = None,
+    smooth: float = OVERLAY_SMOOTH,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
 ) -> ElementOverlays:
-    """Kernels, fitted PSFs, defocus and kernel shape descriptors for one 2-D plane.
+    """Kernels, fitted PSFs, defocus (with its confidence) and kernel shape descriptors for one plane.
 
-    ``restored`` (the deblurred plane) is computed with :func:`napari_dgno.deblur` when not given.
-    ``optics`` and ``z_grid`` (µm) define the PSF family searched (default: the simulator's, 0–32 µm).
-    ``progress(done, total)`` runs over the three stages (restore, kernels, PSF fit) in per-mille.
+    ``restored`` (the deblurred plane) is the kernels' own forward pass when the plane is one pass,
+    else computed with :func:`napari_dgno.deblur`. ``optics`` and ``z_grid`` (µm) define the PSF family
+    searched (default: the simulator's, 0–32 µm); ``smooth`` (elements) regularises the defocus map
+    across neighbouring elements. ``progress(done, total)`` runs over kernels then the fit in per-mille.
     """
 
     net, _ = _net_and_device(model)
@@ -376,16 +442,18 @@ def compute_overlays(
             return None
         return lambda done, total: progress(lo + (hi - lo) * done // max(total, 1), 1000)
 
+    kernels, output = _kernels_and_output(model, image, e, flux, k, None, None, stage(0, 850), cancel)
     if restored is None:
+        restored = output
+    if restored is None:  # a large plane went in tiles: restore it as Deblur does
         restored = engine.deblur(
-            image, model, element_size=e, flux=flux, device=device, progress=stage(0, 300), cancel=cancel
+            image, model, element_size=e, flux=flux, device=device, progress=stage(850, 900), cancel=cancel
         )
-    kernels = learned_kernels(model, image, e, flux, kernel_size=k, progress=stage(300, 900), cancel=cancel)
     if cancel is not None and cancel():
         raise Cancelled("overlay cancelled")
     optics = optics or Optics()
     fit = fit_defocus_map(
-        image, np.asarray(restored, dtype=np.float32), e, optics, z_grid=z_grid, kernel_size=k
+        image, np.asarray(restored, dtype=np.float32), e, optics, z_grid=z_grid, kernel_size=k, smooth=smooth
     )
     if progress is not None:
         progress(1000, 1000)
@@ -399,11 +467,13 @@ def compute_overlays(
         fit_residual=np.asarray(fit.residual, dtype=np.float32),
         kernel_width=width,
         kernel_anisotropy=aniso,
+        confidence=np.asarray(fit.confidence, dtype=np.float32),
         settings={
             "element_size": e,
             "kernel_size": k,
             "flux": flux or getattr(net.config, "flux", None),
             "stride": _auto_stride(e, k),
+            "smooth_elements": float(smooth),
             "optics": {
                 "na": optics.na,
                 "wavelength_um": optics.wavelength_um,

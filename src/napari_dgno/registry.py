@@ -11,7 +11,6 @@ all go through it (timm's ``_registry`` / ``_factory`` split, in one small modul
 from __future__ import annotations
 
 import functools
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -22,90 +21,48 @@ from torch import nn
 
 from .devices import resolve_device
 from .errors import CheckpointError, InputError
+from .io import catalog
 from .io.checkpoint import (
     META_SUFFIX,
     PICKLE_SUFFIXES,
     WEIGHTS_SUFFIX,
     checkpoint_paths,
-    is_checkpoint_json,
     load_checkpoint,
     read_metadata,
     save_checkpoint,
 )
-from .model import build_model, count_parameters
 
-MODEL_DIR_ENV = "NAPARI_DGNO_MODEL_DIR"
-SHIPPED_INDEX = "models.json"
+MODEL_DIR_ENV = catalog.MODEL_DIR_ENV
+SHIPPED_INDEX = catalog.SHIPPED_INDEX
 
 
 # ---------------------------------------------------------------------------------------------------
-# Where models live
+# Where models live (the listing itself is torch-free, in io/catalog.py; here it is validated fully)
 
 
 def shipped_model_dir() -> Path:
     """Checkpoints that ship inside the package (``napari_dgno/weights``)."""
-    return Path(__file__).resolve().parent / "weights"
+    return catalog.shipped_model_dir()
 
 
 def user_model_dir() -> Path:
     """The user's own (fine-tuned) models: ``$NAPARI_DGNO_MODEL_DIR`` or the platform data folder."""
-    env = os.environ.get(MODEL_DIR_ENV)
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("napari-dgno")) / "models"
+    return catalog.user_model_dir()
 
 
 def _shipped_index() -> dict:
-    """``weights/models.json``: ``{"default": NAME, "models": [NAME, ...]}`` (both optional)."""
-    path = shipped_model_dir() / SHIPPED_INDEX
-    if not path.is_file():
-        return {}
     try:
-        index = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{path} is not valid JSON ({err})") from None
-    return index if isinstance(index, dict) else {}
+        return catalog.shipped_index(shipped_model_dir())
+    except ValueError as err:
+        raise CheckpointError(str(err)) from None
 
 
 def _checkpoints_in(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    return sorted(
-        p for p in folder.glob("*" + META_SUFFIX) if p.name != SHIPPED_INDEX and is_checkpoint_json(p)
-    )
-
-
-def _params_from_config(meta: dict) -> int | None:
-    if isinstance(meta.get("params"), int):
-        return meta["params"]
-    try:  # build on the meta device: shapes only, no memory, no weights read
-        with torch.device("meta"):
-            return count_parameters(build_model(meta["architecture"], meta["config"]))
-    except Exception:
-        return None
+    return catalog.checkpoints_in(folder)
 
 
 def _entry(path: Path, source: str) -> dict:
-    name = path.name[: -len(META_SUFFIX)]
-    entry = {"name": name, "source": source, "path": str(path.with_name(name + WEIGHTS_SUFFIX))}
-    try:
-        meta = read_metadata(path)
-    except CheckpointError as err:
-        entry["error"] = str(err)
-        return entry
-    entry.update(
-        name=meta.get("name") or name,
-        architecture=meta["architecture"],
-        preset=meta.get("preset"),
-        flux=meta.get("flux", meta["config"].get("flux")),
-        element_size=meta.get("element_size", meta["config"].get("element_size")),
-        params=_params_from_config(meta),
-        metrics=meta.get("metrics") or {},
-        created=meta.get("created"),
-    )
-    return entry
+    return catalog.entry(path, source, read_metadata)
 
 
 def list_models() -> list[dict]:
@@ -114,15 +71,8 @@ def list_models() -> list[dict]:
     Each entry: ``name, source ("shipped"/"user"), path, architecture, preset, flux, element_size,
     params, metrics``; an unreadable checkpoint is listed with an ``error`` instead.
     """
-    index = _shipped_index()
-    order = {n: i for i, n in enumerate(index.get("models", []))}
-    shipped = [_entry(p, "shipped") for p in _checkpoints_in(shipped_model_dir())]
-    shipped.sort(key=lambda e: (order.get(e["name"], len(order)), e["name"]))
-    default = default_model_name(shipped=shipped, index=index)
-    for e in shipped:
-        e["default"] = e["name"] == default
-    user = [_entry(p, "user") for p in _checkpoints_in(user_model_dir())]
-    return shipped + user
+    shipped = catalog.shipped_entries(shipped_model_dir(), read_metadata, _shipped_index())
+    return shipped + [_entry(p, "user") for p in _checkpoints_in(user_model_dir())]
 
 
 def default_model_name(flux: str | None = None, *, shipped=None, index=None) -> str | None:
@@ -131,16 +81,34 @@ def default_model_name(flux: str | None = None, *, shipped=None, index=None) -> 
     None when nothing suitable ships."""
     index = _shipped_index() if index is None else index
     if shipped is None:
-        order = {n: i for i, n in enumerate(index.get("models", []))}
-        shipped = [_entry(p, "shipped") for p in _checkpoints_in(shipped_model_dir())]
-        shipped.sort(key=lambda e: (order.get(e["name"], len(order)), e["name"]))
-    usable = [e for e in shipped if "error" not in e]
-    if flux is not None:
-        usable = [e for e in usable if e.get("flux") == flux]
-    names = [e["name"] for e in usable]
-    if not names:
-        return None
-    return index.get("default") if index.get("default") in names else names[0]
+        shipped = catalog.shipped_entries(shipped_model_dir(), read_metadata, index)
+    return catalog.pick_default(shipped, index, flux)
+
+
+def check_default_flux(flux: str | None) -> None:
+    """Refuse to run the implied default model with a flux it was not trained with.
+
+    Why: ``dgno deblur --flux none`` used to swap in another model silently (only the summary line
+    said so). Now the user names the model: the error lists the models trained with that flux, and
+    naming the default runs it with the other flux, as any model can be (the flux is a run-time
+    option)."""
+    if flux is None:
+        return
+    models = [e for e in list_models() if "error" not in e]
+    default = next((e for e in models if e.get("default")), None)
+    if default is None or default.get("flux") in (None, flux):
+        return
+    with_flux = [e["name"] for e in models if e.get("flux") == flux]
+    listed = (
+        f"models trained with it: {', '.join(with_flux)}"
+        if with_flux
+        else "no installed model was trained with it"
+    )
+    raise InputError(
+        f"the default model {default['name']} was trained with flux {default['flux']}, not {flux} "
+        f"({listed}); name the model (--model NAME, or model=NAME in Python), e.g. "
+        f"{with_flux[0] if with_flux else default['name']}"
+    )
 
 
 def _looks_like_path(text: str) -> bool:

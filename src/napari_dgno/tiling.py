@@ -3,7 +3,8 @@
 Why aligned: every tile starts on a multiple of ``net.pad_multiple(E)``, so each tile's element grid
 is a piece of the whole image's grid; the same pixel falls in the same element whichever tile computes
 it. Why feathered: the network sees less context near a tile's border, so in an overlap each tile's
-weight ramps down (cosine) towards its own border and the two weights sum to one; inside a tile and
+weight ramps down (cosine, over the middle half; the outer quarter is left to the neighbour) towards
+its own border and the two weights sum to one; inside a tile and
 along the image's own edges the weight is flat, so nothing is attenuated there.
 """
 
@@ -105,22 +106,37 @@ def auto_tile(shape: tuple[int, int], multiple: int, device_type: str = "cpu") -
     return round_up(AUTO_TILE, multiple)
 
 
-def auto_overlap(tile: int, multiple: int) -> int:
-    """About 1/8 of the tile, at least 128 px, at most half the tile, on the grid."""
-    wanted = round_up(max(MIN_OVERLAP, tile // 8), multiple)
-    return min(wanted, tile // 2 // multiple * multiple)
+def auto_overlap(tile: int, multiple: int, min_tile: int = 0) -> int:
+    """About 1/8 of the tile, at least 128 px, at most half the tile, on the grid; half the tile
+    when the tile is under 4/3 of the network's ``min_tile`` (its kept centre needs the context)."""
+    half = tile // 2 // multiple * multiple
+    if min_tile and 3 * tile < 4 * min_tile:
+        return half
+    return min(round_up(max(MIN_OVERLAP, tile // 8), multiple), half)
+
+
+# The outer quarter of an overlap is where a tile's output is worst (its context is padding there): it
+# gets almost no weight, the neighbour almost all; the cosine blend runs over the middle half. With the
+# whole overlap blended, 256-px tiles of the shipped default differed from the whole image by up to
+# 1.05 % of the range; with the outer quarters left to the neighbour, by 0.4 %.
+DEAD_FRACTION = 0.25
+DEAD_WEIGHT = 1e-3  # not 0: every weight stays positive, so no pixel can end up with none
+
+
+def _up(before: int) -> np.ndarray:
+    """Weights rising across an overlap of ``before`` px; the neighbour's fall is ``1 - _up``."""
+    t = (np.arange(before, dtype=np.float64) + 0.5) / before  # half-pixel offsets: symmetric
+    s = np.clip((t - DEAD_FRACTION) / (1 - 2 * DEAD_FRACTION), 0.0, 1.0)
+    return DEAD_WEIGHT + (1 - 2 * DEAD_WEIGHT) * (0.5 - 0.5 * np.cos(np.pi * s))
 
 
 def _ramp(length: int, before: int, after: int) -> np.ndarray:
-    w = np.ones(length, dtype=np.float32)
-    # Half-pixel offsets keep every weight strictly positive, and up(t) + down(t) == 1 in an overlap.
+    w = np.ones(length, dtype=np.float64)
     if before:
-        t = (np.arange(before, dtype=np.float32) + 0.5) / before
-        w[:before] = 0.5 - 0.5 * np.cos(np.pi * t)
+        w[:before] = _up(before)
     if after:
-        t = (np.arange(after, dtype=np.float32) + 0.5) / after
-        w[length - after :] *= 0.5 + 0.5 * np.cos(np.pi * t)
-    return w
+        w[length - after :] *= 1.0 - _up(after)
+    return w.astype(np.float32)
 
 
 def tile_weight(tile: Tile) -> np.ndarray:

@@ -13,6 +13,7 @@ _EXPORTS = {
     "default_models": "run",
     "run_bench": "run",
     "train_baselines": "run",
+    "check_real_images": "real",
     "BenchItem": "testset",
     "BenchSet": "testset",
     "benchmark_set": "testset",

@@ -1,11 +1,17 @@
 """``dgno bench``: every method on the same frozen test set, scored the same way.
 
-Rows: the blurred input; Wiener and RL with one tuned global PSF; patch-wise RL and spatially
-variant RL given the true depth (physics upper bounds); the NAFNet-style CNN and the global neural
-operator baselines; DGNO-small with each flux; the default model with the x8 geometric
-self-ensemble; and an element-size sweep of the default model at inference. A model that cannot
-be found is a row with a note, never a crash. Every number comes from
-:func:`napari_dgno.metrics.psnr_ssim`.
+Rows: the blurred input; Wiener, Richardson–Lucy and RL with total variation, each given the
+image's true optics and one blur level tuned on the validation set; patch-wise and spatially
+variant RL handed the true depth map (oracles, not bounds); the NAFNet-style CNN and the global
+neural operator baselines; DGNO-small with each flux; the default model with the x8 geometric
+self-ensemble; and an element-size sweep of the default model at inference only. A model that
+cannot be found is a row with a note, never a crash.
+
+Every row carries per-image values (so other scripts can recompute), mean ± standard error over
+images, overall and per source, the paired per-image difference from the reference (default)
+model, and the grid ratio of its outputs. Every PSNR / SSIM comes from
+:func:`napari_dgno.metrics.psnr_ssim`. With ``real_dir`` the reference model also deblurs a folder
+of real images, measured without ground truth (:mod:`napari_dgno.bench.real`).
 """
 
 from __future__ import annotations
@@ -19,22 +25,22 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_dgno.bench import jumps
+from napari_dgno.bench import jumps, real
 from napari_dgno.bench.classical import (
-    MAX_ITERATIONS,
     QUICK_MAX_ITERATIONS,
-    Z_GRID_QUICK_UM,
-    Z_GRID_UM,
+    RADIUS_GRID_QUICK_PX,
+    TV_WEIGHTS_QUICK,
     ClassicalSettings,
     classical_methods,
+    optics_of,
     tune_classical,
 )
 from napari_dgno.bench.report import to_markdown, to_plain, write_report
-from napari_dgno.bench.testset import MAX_DEFOCUS_UM, BenchItem, benchmark_set, tuning_set
+from napari_dgno.bench.testset import BenchItem, benchmark_set, tuning_set
 from napari_dgno.devices import cpu_threads
 from napari_dgno.errors import DGNOError
 from napari_dgno.inference import engine
-from napari_dgno.metrics import psnr_ssim
+from napari_dgno.metrics import grid_ratio, psnr_ssim
 from napari_dgno.model import count_parameters
 from napari_dgno.model.complexity import count_gmacs
 from napari_dgno.model.config import check_element_size
@@ -54,26 +60,43 @@ BASELINES = {
 DEFAULT_SWEEP_MODEL = "dgno-small-face"
 ELEMENT_SWEEP = (8, 16, 32, 64, 0)
 ENSEMBLE_LABEL = "×8 self-ensemble"
+SOURCES = ("cells3d", "procedural")
 
 Log = Callable[[str], None]
 
 
 @dataclass
 class BenchRow:
-    """One method's scores, means over the test set; ``psnr is None`` means the row was skipped."""
+    """One method's scores over the test set; ``psnr is None`` means the row was skipped.
+
+    Means are over images, ``*_se`` their standard errors (None below two images). ``lead_*``: the
+    reference (default) model minus this row, per image, then mean ± s.e. (paired, so the spread
+    that all methods share across images cancels). ``images`` holds the per-image values.
+    """
 
     method: str
-    kind: str  # input | classical | upper bound | network | element sweep
+    kind: str  # input | classical | oracle | network | element sweep
+    key: str = ""  # the model name or method key the row was made from
     psnr: float | None = None  # data range fixed from the ground truth
     ssim: float | None = None
+    psnr_se: float | None = None
+    ssim_se: float | None = None
     psnr_minmax: float | None = None  # each image min-max normalised, as the paper does
     ssim_minmax: float | None = None
+    lead_psnr: float | None = None  # reference − this row, dB, paired over images
+    lead_psnr_se: float | None = None
+    lead_ssim: float | None = None
+    lead_ssim_se: float | None = None
+    by_source: dict = field(default_factory=dict)  # source -> the same statistics on its images
+    grid_max: float | None = None  # grid ratio of the outputs, over images large enough for it
+    grid_median: float | None = None
     params_m: float | None = None
     gmacs: float | None = None  # per 256 x 256 image
     ms_per_mpx: float | None = None  # CPU wall time per megapixel
     settings: str = ""
     note: str = ""
     jump_gain_db: list = field(default_factory=list)  # mean local PSNR gain per distance bin
+    images: list = field(default_factory=list)  # per image: name, source, psnr, ssim, ..., grid_ratio
 
     @property
     def skipped(self) -> bool:
@@ -191,6 +214,7 @@ def run_bench(
     self_ensemble: bool = True,
     classical_settings: ClassicalSettings | None = None,
     threads: int | None = None,
+    real_dir: str | Path | None = None,
     log: Log | None = None,
 ) -> BenchReport:
     """Benchmark everything on the frozen test set; write ``bench.md`` + ``bench.json`` to ``out``.
@@ -198,14 +222,17 @@ def run_bench(
     models: ``{name: checkpoint path | model name | DeblurModel | network}``; a None entry or one
         that does not load is a skipped row with the reason.
         Default: the shipped DGNO variants and the baselines in ``baseline_dir``.
-    quick: 2 test images, 2 tuning images, a coarse z grid and at most 15 RL iterations (tests, CI).
-    element_sweep: element sizes (px, 0 = one element) run at inference on ``sweep_model``
-        (default ``dgno-small-face``, else the first DGNO model that loads).
+    quick: 2 test images, 2 tuning images, a coarse tuning grid and at most 15 RL iterations.
+    element_sweep: element sizes (px, 0 = one element) run at inference only on ``sweep_model``
+        (default ``dgno-small-face``, else the first DGNO model that loads). ``sweep_model`` (or
+        ``dgno-small-face``) is also the reference of the paired differences.
     self_ensemble: add a row for ``sweep_model`` (default ``dgno-small-face``), when it loaded, run
         with the x8 self-ensemble (8 passes per image: ~8x its own row's time, also in quick mode);
         False leaves the row out.
     classical_settings: skip tuning and use these.
     threads: CPU threads for the whole run (default: torch's setting); recorded in the report.
+    real_dir: a folder of real TIFFs (no ground truth) the reference model deblurs; grid ratio,
+        sharpness and background noise of input and output go into the report. Never select on it.
     """
 
     log = log or (lambda _msg: None)
@@ -213,7 +240,8 @@ def run_bench(
     with cpu_threads(threads) as n_threads:
         test = benchmark_set(quick)
         log(f"test set: {len(test.items)} images, fingerprint {test.fingerprint}")
-        jump_bins = [jumps.bin_index(jumps.jump_distance(i.depth)) for i in test.items]
+        blur_maps = [jumps.blur_radius_map(i.depth, optics_of(i)) for i in test.items]
+        jump_bins = [jumps.bin_index(jumps.jump_distance(b)) for b in blur_maps]
         n_bins = len(jumps.DISTANCE_BINS) - 1
         blurred_local = [
             jumps.binned_psnr(i.blurred, i.sharp, b, n_bins)
@@ -221,19 +249,22 @@ def run_bench(
         ]
         evaluate = _Evaluator(test.items, jump_bins, blurred_local, n_bins, n_threads, log)
 
-        rows = [evaluate("Blurred input", "input", lambda item: item.blurred, timed=False)]
+        rows = [evaluate("Blurred input", "input", lambda item: item.blurred, timed=False, key="input")]
+        tune = None
         if classical_settings is None:
             tune = tuning_set(quick)
-            log(f"tuning the classical methods on {len(tune.items)} images (fingerprint {tune.fingerprint})")
-            classical_settings = tune_classical(
-                tune.items,
-                Z_GRID_QUICK_UM if quick else Z_GRID_UM,
-                max_iterations=QUICK_MAX_ITERATIONS if quick else MAX_ITERATIONS,
-                log=log,
-                fingerprint=tune.fingerprint,
-            )
+            log(f"tuning the classical methods on {len(tune.items)} validation images ({tune.fingerprint})")
+            grids = {}
+            if quick:
+                grids = dict(
+                    radius_grid=RADIUS_GRID_QUICK_PX,
+                    max_iterations=QUICK_MAX_ITERATIONS,
+                    tv_weights=TV_WEIGHTS_QUICK,
+                    tv_max_iterations=QUICK_MAX_ITERATIONS,
+                )
+            classical_settings = tune_classical(tune.items, log=log, fingerprint=tune.fingerprint, **grids)
         for m in classical_methods(classical_settings):
-            rows.append(evaluate(m.label, m.kind, m.restore, settings=m.settings))
+            rows.append(evaluate(m.label, m.kind, m.restore, settings=m.settings, key=m.key))
 
         models = default_models(baseline_dir) if models is None else dict(models)
         loaded = {}
@@ -241,32 +272,54 @@ def run_bench(
             label = SHIPPED.get(name) or BASELINES.get(name) or name
             model, note = _load(name, spec, baseline_dir)
             if model is None:
-                rows.append(BenchRow(label, "network", note=note))
+                rows.append(BenchRow(label, "network", key=name, note=note))
                 continue
             loaded[name] = model
-            rows.append(_network_row(evaluate, label, model, None))
-        ensemble_name = sweep_model or DEFAULT_SWEEP_MODEL
-        if self_ensemble and ensemble_name in loaded:
-            label = f"{SHIPPED.get(ensemble_name, ensemble_name)}, {ENSEMBLE_LABEL}"
-            rows.append(_network_row(evaluate, label, loaded[ensemble_name], None, self_ensemble=True))
-        rows += _sweep_rows(evaluate, loaded, element_sweep, sweep_model)
+            rows.append(_network_row(evaluate, label, model, None, key=name))
+        reference = sweep_model or DEFAULT_SWEEP_MODEL
+        if self_ensemble and reference in loaded:
+            label = f"{SHIPPED.get(reference, reference)}, {ENSEMBLE_LABEL}"
+            rows.append(
+                _network_row(
+                    evaluate, label, loaded[reference], None, self_ensemble=True, key=f"{reference}, x8"
+                )
+            )
+        sweep_rows, sweep_note = _sweep_rows(evaluate, loaded, element_sweep, sweep_model)
+        rows += sweep_rows
+        add_leads(rows, reference)
+
+        real_images = None
+        if real_dir is not None:
+            real_images = _real_section(loaded.get(reference), reference, real_dir, n_threads, log)
 
         seconds = time.perf_counter() - started
+        truth_grid = [g for g in (_grid(i.sharp) for i in test.items) if g is not None]
         meta = {
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "quick": quick,
             "test_set": {
                 "fingerprint": test.fingerprint,
                 "images": [i.name for i in test.items],
-                "size": [int(s) for s in test.items[0].sharp.shape] if test.items else None,
-                "max_defocus_um": MAX_DEFOCUS_UM,
+                "sources": {k: len(v) for k, v in test.by_source().items()},
+                "shapes": [[int(s) for s in i.sharp.shape] for i in test.items],
+                "max_blur_radius_px": [float(b.max()) for b in blur_maps],
+                "optics": [repr(optics_of(i)) for i in test.items],
+                "truth_grid_ratio": _max_median(truth_grid),
                 "notes": test.notes,
             },
+            "validation_set": (
+                {"fingerprint": tune.fingerprint, "images": [i.name for i in tune.items]}
+                if tune is not None
+                else None
+            ),
             "classical_settings": classical_settings.to_dict(),
+            "reference_model": reference if any(r.key == reference and not r.skipped for r in rows) else None,
+            "element_sweep_note": sweep_note,
+            "real_images": real_images,
             "threads": n_threads,
             "cpu": _cpu_name(),
             "torch": _torch_version(),
-            "jump_threshold_um": jumps.JUMP_THRESHOLD_UM,
+            "jump_threshold_px": jumps.JUMP_THRESHOLD_PX,
             "jump_pixel_fraction": _bin_fractions(jump_bins, n_bins),
             "seconds": round(seconds, 1),
         }
@@ -277,7 +330,8 @@ def run_bench(
 
 
 class _Evaluator:
-    """Runs one method over the test set: metrics in both conventions, time, jump-distance gains."""
+    """Runs one method over the test set: per-image metrics in both conventions, grid ratio, time,
+    jump-distance gains; the row gets means ± s.e. overall and per source."""
 
     def __init__(self, items: list[BenchItem], bins, blurred_local, n_bins: int, threads: int, log: Log):
         self.items, self.bins, self.blurred_local, self.n_bins = items, bins, blurred_local, n_bins
@@ -286,33 +340,125 @@ class _Evaluator:
     def __call__(
         self, label: str, kind: str, restore, settings: str = "", timed: bool = True, **extra
     ) -> BenchRow:
-        gt, mm, gains, seconds = [], [], [[] for _ in range(self.n_bins)], 0.0
+        images, gains, seconds = [], [[] for _ in range(self.n_bins)], 0.0
         for item, bins, base in zip(self.items, self.bins, self.blurred_local, strict=True):
             t0 = time.perf_counter()
             restored = np.asarray(restore(item), dtype=np.float32)
             seconds += time.perf_counter() - t0
-            gt.append(psnr_ssim(restored, item.sharp, "gt"))
-            mm.append(psnr_ssim(restored, item.sharp, "minmax"))
+            psnr, ssim = psnr_ssim(restored, item.sharp, "gt")
+            psnr_mm, ssim_mm = psnr_ssim(restored, item.sharp, "minmax")
+            images.append(
+                {
+                    "name": item.name,
+                    "source": item.source,
+                    "psnr": psnr,
+                    "ssim": ssim,
+                    "psnr_minmax": psnr_mm,
+                    "ssim_minmax": ssim_mm,
+                    "grid_ratio": _grid(restored),
+                }
+            )
             local = jumps.binned_psnr(restored, item.sharp, bins, self.n_bins)
             for b, (v, v0) in enumerate(zip(local, base, strict=True)):
                 if v is not None and v0 is not None and np.isfinite(v) and np.isfinite(v0):
                     gains[b].append(v - v0)
         megapixels = sum(i.sharp.size for i in self.items) / 1e6
-        gt, mm = np.array(gt), np.array(mm)
         row = BenchRow(
             method=label,
             kind=kind,
-            psnr=float(gt[:, 0].mean()),
-            ssim=float(gt[:, 1].mean()),
-            psnr_minmax=float(mm[:, 0].mean()),
-            ssim_minmax=float(mm[:, 1].mean()),
             ms_per_mpx=1000 * seconds / megapixels if timed else None,
             settings=settings,
             jump_gain_db=[float(np.mean(g)) if g else None for g in gains],
+            images=images,
             **extra,
         )
+        summarise(row)
         self.log(f"{label}: PSNR {row.psnr:.2f} dB, SSIM {row.ssim:.3f}")
         return row
+
+
+def mean_se(values) -> tuple[float | None, float | None]:
+    """Mean and standard error of the mean (sample s.d. / √n); s.e. None below two values."""
+    v = np.asarray([x for x in values if x is not None], dtype=np.float64)
+    if v.size == 0:
+        return None, None
+    se = float(v.std(ddof=1) / np.sqrt(v.size)) if v.size > 1 else None
+    return float(v.mean()), se
+
+
+def _stats(images: list[dict]) -> dict:
+    psnr, psnr_se = mean_se(i["psnr"] for i in images)
+    ssim, ssim_se = mean_se(i["ssim"] for i in images)
+    return {"n": len(images), "psnr": psnr, "psnr_se": psnr_se, "ssim": ssim, "ssim_se": ssim_se}
+
+
+def summarise(row: BenchRow) -> None:
+    """Fill a row's means ± s.e. (overall, per source) and grid-ratio summary from ``row.images``."""
+    overall = _stats(row.images)
+    row.psnr, row.psnr_se, row.ssim, row.ssim_se = (
+        overall["psnr"],
+        overall["psnr_se"],
+        overall["ssim"],
+        overall["ssim_se"],
+    )
+    row.psnr_minmax = mean_se(i["psnr_minmax"] for i in row.images)[0]
+    row.ssim_minmax = mean_se(i["ssim_minmax"] for i in row.images)[0]
+    sources = sorted({i["source"] for i in row.images}, key=lambda s: (s not in SOURCES, s))
+    row.by_source = {s: _stats([i for i in row.images if i["source"] == s]) for s in sources}
+    grids = [i["grid_ratio"] for i in row.images if i["grid_ratio"] is not None]
+    row.grid_max, row.grid_median = _max_median(grids)
+
+
+def add_leads(rows: list[BenchRow], reference: str) -> None:
+    """Paired per-image differences ``reference − row`` (PSNR, SSIM), overall and per source.
+
+    Why paired: images differ far more from each other than methods do, so the s.e. of a difference
+    of two means would hide a consistent lead; per image, that shared spread cancels.
+    """
+    ref = next((r for r in rows if r.key == reference and not r.skipped), None)
+    if ref is None:
+        return
+    by_name = {i["name"]: i for i in ref.images}
+    for row in rows:
+        if row.skipped:
+            continue
+        pairs = [(by_name[i["name"]], i) for i in row.images if i["name"] in by_name]
+        row.lead_psnr, row.lead_psnr_se = mean_se(a["psnr"] - b["psnr"] for a, b in pairs)
+        row.lead_ssim, row.lead_ssim_se = mean_se(a["ssim"] - b["ssim"] for a, b in pairs)
+        for source, stats in row.by_source.items():
+            stats["lead_psnr"], stats["lead_psnr_se"] = mean_se(
+                a["psnr"] - b["psnr"] for a, b in pairs if b["source"] == source
+            )
+
+
+def _grid(image) -> float | None:
+    """Grid ratio, or None for an image smaller than :func:`grid_ratio` accepts."""
+    try:
+        return grid_ratio(image)
+    except ValueError:
+        return None
+
+
+def _max_median(values) -> tuple[float | None, float | None]:
+    values = [v for v in values if v is not None]
+    return (float(np.max(values)), float(np.median(values))) if values else (None, None)
+
+
+def _real_section(model, name: str, folder, threads: int, log: Log) -> dict:
+    """The reference model on a folder of real images (no ground truth), for the report."""
+    section = {"folder": str(folder), "model": name, "images": [], "note": ""}
+    if model is None:
+        section["note"] = f"{name} not loaded"
+        return section
+    try:
+        results = real.check_real_images(model, folder, threads=threads, log=log)
+    except (OSError, DGNOError) as err:
+        section["note"] = f"not run: {' '.join(str(err).split())}"
+        return section
+    section["images"] = [r.to_dict() for r in results]
+    if not results:
+        section["note"] = "no TIFFs in the folder"
+    return section
 
 
 def _load(name: str, spec, baseline_dir) -> tuple[object | None, str]:
@@ -339,6 +485,8 @@ def _network_row(
     element_size: int | None,
     kind="network",
     self_ensemble: bool = False,
+    key: str = "",
+    settings_suffix: str = "",
 ) -> BenchRow:
 
     def restore(item: BenchItem) -> np.ndarray:
@@ -359,12 +507,14 @@ def _network_row(
     settings += f", E = {e} px, flux {model.flux}" if e is not None else ""
     if self_ensemble:
         settings += ", self-ensemble (8 rotations / mirror images averaged)"
+    settings += settings_suffix
     gmacs = _gmacs(model.net, element_size)
     return evaluate(
         label,
         kind,
         restore,
         settings=settings,
+        key=key or model.name,
         params_m=count_parameters(model.net) / 1e6,
         gmacs=gmacs * 8 if gmacs is not None and self_ensemble else gmacs,  # 8 passes per image
     )
@@ -382,29 +532,44 @@ def training_steps(meta: dict) -> int | None:
     return total or None
 
 
-def _sweep_rows(evaluate: _Evaluator, loaded: dict, sweep, sweep_model: str | None) -> list[BenchRow]:
+def _sweep_rows(
+    evaluate: _Evaluator, loaded: dict, sweep, sweep_model: str | None
+) -> tuple[list[BenchRow], str]:
+    """Rows of the element-size sweep and the note that says what they measure."""
     if not sweep:
-        return []
+        return [], ""
     name = sweep_model or DEFAULT_SWEEP_MODEL
     if name not in loaded:
         dgno = [n for n, m in loaded.items() if hasattr(getattr(m.net, "config", None), "element_size")]
         if sweep_model is not None or not dgno:
-            return [BenchRow("Element-size sweep", "element sweep", note=f"{name} not loaded")]
+            return [BenchRow("Element-size sweep", "element sweep", note=f"{name} not loaded")], ""
         name = dgno[0]
     model = loaded[name]
+    # Why: one model run at other element sizes measures a train/test mismatch, not what elements
+    # of that size are worth; the rows must say so.
+    note = f"trained at E = {model.element_size} px; other sizes at inference only"
 
     rows = []
     for e in sweep:
-        label = f"{name}, E = {e} px" if e else f"{name}, one element (E = 0)"
-        if e == model.element_size:
-            label += " (trained)"
+        tag = "trained" if e == model.element_size else "inference only"
+        label = f"{name}, E = {e} px ({tag})" if e else f"{name}, one element (E = 0, {tag})"
         try:
             check_element_size(int(e), model.net.config.levels - 1)
         except ValueError as err:
             rows.append(BenchRow(label, "element sweep", note=str(err)))
             continue
-        rows.append(_network_row(evaluate, label, model, int(e), kind="element sweep"))
-    return rows
+        rows.append(
+            _network_row(
+                evaluate,
+                label,
+                model,
+                int(e),
+                kind="element sweep",
+                key=f"{name}, E = {e}",
+                settings_suffix=f"; {note}",
+            )
+        )
+    return rows, note
 
 
 def _gmacs(net, element_size: int | None) -> float | None:

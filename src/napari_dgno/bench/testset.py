@@ -1,9 +1,16 @@
-"""The frozen benchmark images: procedural nuclei + the held-out cells3d slices, blurred once.
+"""The frozen benchmark images and the validation images the classical methods are tuned on.
 
-Same physics as training (:data:`SIM_CONFIG`), but fixed seeds, so every method sees the very same
-pairs. Each image has its own generator (``default_rng([seed, i])``), so the quick set is the first
-items of the full set, not a different draw. The tuning set (for the classical methods' settings)
-uses another seed and the cells3d *training* slices: nothing is tuned on the test images.
+The protocol (README, "Results"): three disjoint sets. Training uses cells3d's and skin's training
+regions under a bank of random microscopes; **validation** (:func:`tuning_set`: checkpoint choice,
+early stopping, the classical methods' settings) uses cells3d's validation region and procedural
+specimens of its own seed; the **test** set (:func:`benchmark_set`) uses cells3d's test region and
+procedural specimens of another seed, and only ever reports. cells3d is split by lateral region with
+8 µm guard bands (``data.clean_images.CELLS3D_REGIONS``), so no nucleus is in two sets. Every
+item has its own random microscope from the same ranges as training (``physics/microscope.py``),
+but drawn from its own seed: the test optics were never seen in training.
+
+Each image has its own generator (``default_rng([seed, source, i])``), so the quick set is the first
+items of the full set, not a different draw.
 """
 
 from __future__ import annotations
@@ -12,30 +19,36 @@ import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
+from skimage.transform import resize
 
-from napari_dgno.data.clean_images import cells3d_split, load_cells3d_nuclei, procedural_nuclei
-from napari_dgno.physics import DepthConfig, SimulationConfig, relative_intensity, simulate_pair
+from napari_dgno.data.clean_images import CELLS3D_PIXEL_UM, CELLS3D_SLICES, cells3d_region
+from napari_dgno.data.procedural import procedural_specimen
+from napari_dgno.physics import SimulationConfig, relative_intensity, simulate_pair
+from napari_dgno.physics.microscope import MicroscopeRanges
 
-# The training configs' ``data.max_defocus_um`` (configs/dgno-small-face.yaml); a test keeps them
-# equal. A constant rather than a file read: the test set must not move when a config is edited.
-MAX_DEFOCUS_UM = 20.0
-SIM_CONFIG = SimulationConfig(depth=DepthConfig(max_defocus_um=MAX_DEFOCUS_UM))
-SIZE = 256
-N_PROCEDURAL = 8
-TEST_SEED = 20_260_523
-TUNE_SEED = 4_242
-N_TUNE_PROCEDURAL = 4
-N_TUNE_CELLS3D = 2
+__all__ = ["BenchItem", "BenchSet", "benchmark_set", "fingerprint", "tuning_set"]
+
+RANGES = MicroscopeRanges()
+TEST_SEED = 20_261_130
+VALIDATION_SEED = 20_261_131
+PROCEDURAL_SIZE = 192
+N_PROCEDURAL = 10
+CELLS3D_STEP = 3  # every 3rd in-focus slice (0.87 µm apart): 10 per region
+# cells3d's test region is 112 px at 0.26 µm (29 µm); a pixel of at most 0.45 µm keeps it >= 64 px.
+CELLS3D_MAX_PIXEL_UM = 0.45
 
 
 @dataclass(frozen=True, eq=False)
 class BenchItem:
-    """One benchmark pair. Images in camera ADU (float32), depth in µm (what blurred each pixel)."""
+    """One benchmark pair. Images in camera ADU (float32), depth in µm (what blurred each pixel),
+    ``source`` ("cells3d" or "procedural") and the microscope that took it."""
 
     name: str
     blurred: np.ndarray
     sharp: np.ndarray
     depth: np.ndarray
+    source: str = ""
+    config: SimulationConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -51,16 +64,22 @@ class BenchSet:
     def megapixels(self) -> float:
         return sum(i.sharp.size for i in self.items) / 1e6
 
+    def by_source(self) -> dict[str, list[int]]:
+        """Indices of the items of each source, for per-source means."""
+        out: dict[str, list[int]] = {}
+        for i, item in enumerate(self.items):
+            out.setdefault(item.source, []).append(i)
+        return out
+
 
 def benchmark_set(quick: bool = False) -> BenchSet:
-    """8 procedural 256² images + the 6 cells3d test slices (quick: 1 + 1)."""
-    return _build(TEST_SEED, 1 if quick else N_PROCEDURAL, "test", 1 if quick else None)
+    """The test set: 10 procedural specimens + 10 cells3d test-region slices (quick: 1 + 1)."""
+    return _build("test", TEST_SEED, quick)
 
 
 def tuning_set(quick: bool = False) -> BenchSet:
-    """4 procedural images + 2 cells3d training slices, another seed (quick: 1 + 1)."""
-    n_proc = 1 if quick else N_TUNE_PROCEDURAL
-    return _build(TUNE_SEED, n_proc, "train", 1 if quick else N_TUNE_CELLS3D)
+    """The validation set, built like the test set from the validation region and another seed."""
+    return _build("validation", VALIDATION_SEED, quick)
 
 
 def fingerprint(items: list[BenchItem]) -> str:
@@ -76,28 +95,34 @@ def fingerprint(items: list[BenchItem]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _build(seed: int, n_procedural: int, cells3d_split_name: str, n_cells3d: int | None) -> BenchSet:
-
+def _build(split: str, seed: int, quick: bool) -> BenchSet:
     items, notes = [], []
-    for i in range(n_procedural):
-        rng = np.random.default_rng([seed, i])
-        sharp = procedural_nuclei((SIZE, SIZE), rng)
-        items.append(_pair(f"procedural-{i:02d}", sharp, rng))
+    for i in range(1 if quick else N_PROCEDURAL):
+        rng = np.random.default_rng([seed, 0, i])
+        config = RANGES.sample(rng)
+        sharp = procedural_specimen((PROCEDURAL_SIZE, PROCEDURAL_SIZE), config.optics.pixel_um, rng)
+        items.append(_pair(f"procedural-{i:02d}", "procedural", sharp, config, rng))
     try:
-        volume = load_cells3d_nuclei()
+        region = cells3d_region(split)
     except RuntimeError as err:  # the sample-data wheel is missing: bench the procedural part
-        notes.append(f"cells3d slices left out: {err}")
+        notes.append(f"cells3d left out: {err}")
         return BenchSet(items, notes)
-    slices = getattr(cells3d_split(), cells3d_split_name)[:n_cells3d]
-    for z in slices:
-        rng = np.random.default_rng([seed, 1000 + int(z)])
-        items.append(_pair(f"cells3d-z{z:02d}", relative_intensity(volume[z]), rng))
+    slices = list(range(0, len(CELLS3D_SLICES), CELLS3D_STEP))[: 1 if quick else None]
+    for j in slices:
+        z = CELLS3D_SLICES.start + j
+        rng = np.random.default_rng([seed, 1, z])
+        config = RANGES.sample(rng, max_pixel_um=CELLS3D_MAX_PIXEL_UM)
+        scale = CELLS3D_PIXEL_UM[-1] / config.optics.pixel_um
+        shape = tuple(max(8, round(s * scale)) for s in region.shape[1:])
+        plane = relative_intensity(region[j])
+        sharp = resize(plane, shape, order=3, anti_aliasing=scale < 1, preserve_range=True)
+        items.append(_pair(f"cells3d-z{z:02d}", "cells3d", np.clip(sharp, 0, None), config, rng))
     return BenchSet(items, notes)
 
 
-def _pair(name: str, sharp_relative: np.ndarray, rng: np.random.Generator) -> BenchItem:
-    pair = simulate_pair(sharp_relative, rng, SIM_CONFIG)
+def _pair(name: str, source: str, sharp_relative, config: SimulationConfig, rng) -> BenchItem:
+    pair = simulate_pair(np.asarray(sharp_relative, dtype=np.float32), rng, config)
     arrays = [np.ascontiguousarray(pair[k], dtype=np.float32) for k in ("blurred", "sharp", "depth")]
     for a in arrays:
         a.setflags(write=False)
-    return BenchItem(name, *arrays)
+    return BenchItem(name, *arrays, source=source, config=config)

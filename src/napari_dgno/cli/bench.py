@@ -57,6 +57,13 @@ def add_parser(subparsers) -> None:
         help="element sizes for the sweep of the default model (default 8,16,32,64,0; '' for none)",
     )
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: torch's setting)")
+    p.add_argument(
+        "--real",
+        type=Path,
+        metavar="DIR",
+        help="also deblur the real TIFFs in DIR with the default model and report grid ratio, "
+        "sharpness and background noise (no ground truth; never used to select anything)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     scale = p.add_argument_group(
         "scale (--scale)",
@@ -149,6 +156,7 @@ def run(args) -> int:
         out=args.out,
         baseline_dir=args.baseline_dir,
         threads=args.threads,
+        real_dir=args.real,
         log=log,
     )
     print(report.plain(), end="")

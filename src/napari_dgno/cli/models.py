@@ -1,8 +1,22 @@
-"""``dgno models``: the installed models, then the presets' parameters and GMACs."""
+"""``dgno models``: the installed models, then the presets' parameters and GMACs, without torch.
+
+Why without torch: importing it takes about as long as the answer may (under 2 s), and counting a
+preset means building it (a minute for all of them). Models are listed from their JSON and
+safetensors headers (:mod:`napari_dgno.io.catalog`); preset costs come from ``preset_costs.json``,
+counted once by :func:`write_cost_cache` and keyed by the model code's hash, so a changed network is
+counted again (once, then remembered in the user cache folder) instead of shown stale.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
+
 from ._args import FLUX_CHOICES, PRESET_TABLE
+
+COST_CACHE = Path(__file__).with_name("preset_costs.json")
+CACHED_SIZES = (256,)  # the default --size; other sizes are counted when asked for
 
 
 def add_parser(subparsers) -> None:
@@ -11,7 +25,9 @@ def add_parser(subparsers) -> None:
         help="list installed models and the presets' size and cost",
         description="Shipped and user models, then parameters and GMACs of each preset and flux.",
     )
-    p.add_argument("--size", type=int, default=256, help="image side for the GMAC count (default 256)")
+    p.add_argument(
+        "--size", type=int, default=256, help="image side for the GMAC count, 16-8192 (default 256)"
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.set_defaults(func=run_models)
 
@@ -34,8 +50,33 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join(lines)
 
 
-def preset_costs(size: int = 256) -> list[dict]:
-    """Parameters and GMACs of every (preset, flux) pair in the table, counted on the meta device."""
+def model_code_key() -> str:
+    """A hash of the network code (``model/*.py``): what the cached costs were counted from."""
+    digest = hashlib.sha256()
+    for path in sorted((Path(__file__).resolve().parents[1] / "model").glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _user_cache() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("napari-dgno")) / COST_CACHE.name
+
+
+def _cached(size: int, key: str) -> list[dict] | None:
+    for path in (COST_CACHE, _user_cache()):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("key") == key and str(size) in data["sizes"]:
+                return data["sizes"][str(size)]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+    return None
+
+
+def count_costs(size: int = 256) -> list[dict]:
+    """Parameters and GMACs of every (preset, flux) pair in the table, counted with torch (slow)."""
     from ..model.complexity import preset_cost
 
     out = []
@@ -46,10 +87,46 @@ def preset_costs(size: int = 256) -> list[dict]:
     return out
 
 
-def run_models(args) -> int:
-    from ..registry import list_models, shipped_model_dir, user_model_dir
+def _store(path: Path, key: str, sizes: dict) -> None:
+    from ..io.atomic import atomic_path
 
-    models = list_models()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps({"key": key, "sizes": sizes}, indent=1) + "\n", encoding="utf-8")
+
+
+def preset_costs(size: int = 256) -> list[dict]:
+    """The table's costs: cached for this model code, else counted and remembered per user."""
+    key = model_code_key()
+    cached = _cached(size, key)
+    if cached is not None:
+        return cached
+    costs = count_costs(size)
+    try:
+        user = json.loads(_user_cache().read_text(encoding="utf-8"))
+        sizes = user["sizes"] if user.get("key") == key else {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        sizes = {}
+    try:
+        _store(_user_cache(), key, {**sizes, str(size): costs})
+    except OSError:
+        pass  # a read-only home: counted again next time, still right
+    return costs
+
+
+def write_cost_cache(sizes=CACHED_SIZES) -> Path:
+    """Count the presets and write the shipped cache (for developers, after changing ``model/``)."""
+    _store(COST_CACHE, model_code_key(), {str(s): count_costs(s) for s in sizes})
+    return COST_CACHE
+
+
+def run_models(args) -> int:
+    from ..errors import InputError
+    from ..io.catalog import list_entries, shipped_model_dir, user_model_dir
+
+    if not 16 <= args.size <= 8192:
+        raise InputError(f"--size must be between 16 and 8192 px, got {args.size}: the tile bounds")
+    models = list_entries(shipped_model_dir(), user_model_dir())
     costs = preset_costs(args.size)
     if args.json:
         import json

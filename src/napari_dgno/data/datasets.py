@@ -4,7 +4,9 @@ Every dataset yields float32 tensors of shape (1, P, P), both mapped by ONE perc
 normalisation fitted on the *blurred* image: that is what inference does to a user's image, so
 training and inference see the same units, and the sharp target is never normalised on its own.
 The normalisation is fitted on the whole blurred image where we have one (arrays, folders,
-z-stacks), and on the simulated crop for simulated pairs.
+z-stacks), and on the simulated crop for simulated pairs. A user's sharp image stored in other
+units than its blurred one (a float reference next to camera frames) is first mapped into the
+blurred image's units by an affine map fitted per pair (:mod:`napari_dgno.data.units`).
 
 Item ``i`` of epoch ``e`` is drawn from ``default_rng([seed, e, i])``: deterministic for a seed,
 independent of DataLoader workers and order, fresh each epoch after :meth:`set_epoch`.
@@ -19,6 +21,7 @@ import numpy as np
 import torch
 
 from napari_dgno.data.focus import find_focus_plane
+from napari_dgno.data.units import UnitMap, fit_unit_map
 from napari_dgno.errors import InputError
 from napari_dgno.normalize import Normalization, fit_normalization
 from napari_dgno.physics.simulate import SimulationConfig, relative_intensity, simulate_batch
@@ -87,16 +90,23 @@ class PairedArrays(PairDataset):
             raise InputError("blurred and sharp images must have the same shape")
         self._set_pairs(blurred, sharp)
 
-    def _set_pairs(self, blurred: list, sharp: list) -> None:
+    def _set_pairs(self, blurred: list, sharp: list, units: list[UnitMap] | None = None) -> None:
+        """``units``: each sharp plane's map into its blurred plane's units (fitted when None)."""
         self.blurred, self.sharp = blurred, sharp
         self.norms = [fit_normalization(b) for b in blurred]
+        if units is None:
+            units = [
+                fit_unit_map(b, s, f"pair {i}") for i, (b, s) in enumerate(zip(blurred, sharp, strict=True))
+            ]
+        self.units = list(units)
+        self.target_norms = [_target_norm(n, u) for n, u in zip(self.norms, self.units, strict=True)]
 
     def sample(self, rng):
         i = int(rng.integers(len(self.blurred)))
         b, s = _random_crop([self.blurred[i], self.sharp[i]], self.patch, rng)
         if self.augment:
             b, s = random_dihedral([b, s], rng)
-        return _normalised(b, s, self.norms[i])
+        return _normalised(b, s, self.norms[i], self.target_norms[i])
 
 
 class FolderPairs(PairedArrays):
@@ -159,7 +169,8 @@ class ZStackPairs(PairedArrays):
         if not self.planes:
             raise InputError("no planes within the allowed distance from the focus plane")
         target = stack[focus_index].astype(np.float32)
-        self._set_pairs([stack[z].astype(np.float32) for z in self.planes], [target] * len(self.planes))
+        planes = [stack[z].astype(np.float32) for z in self.planes]
+        self._set_pairs(planes, [target] * len(planes), [UnitMap()] * len(planes))  # one stack: one unit
 
 
 class SimulatedPairs(PairDataset):
@@ -262,10 +273,20 @@ def _random_crop(arrays: list[np.ndarray], size: int, rng: np.random.Generator) 
     return [a[y : y + size, x : x + size] for a in arrays]
 
 
-def _normalised(blurred, sharp, norm: Normalization) -> tuple[torch.Tensor, torch.Tensor]:
+def _normalised(
+    blurred, sharp, norm: Normalization, target_norm: Normalization | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     b = np.ascontiguousarray(norm.apply(blurred))[None]
-    s = np.ascontiguousarray(norm.apply(sharp))[None]
+    s = np.ascontiguousarray((target_norm or norm).apply(sharp))[None]
     return torch.from_numpy(b), torch.from_numpy(s)
+
+
+def _target_norm(norm: Normalization, unit: UnitMap) -> Normalization:
+    """``norm`` applied after ``unit``, as one map: (a·s + c − lo) / S = (s − (lo − c)/a) / (S/a)."""
+    if unit.same_units:
+        return norm
+    lo = (norm.lo - unit.offset) / unit.scale
+    return Normalization(lo, lo + norm.scale / unit.scale, norm.low_percentile, norm.high_percentile)
 
 
 def _planes(array, name: str) -> list[np.ndarray]:

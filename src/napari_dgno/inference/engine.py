@@ -1,8 +1,9 @@
 """The deblur engine: restore images of any size and dimensionality with a model from the registry.
 
-``deblur`` is what the CLI, the widgets and scripts all call. It normalises once for the whole input
-(so every plane and every tile is in the same units), walks the 2-D planes (Y, X are the last two
-axes), tiles each plane on the element grid, and maps the result back to the input's intensity units.
+``deblur`` is what the CLI, the widgets and scripts all call. It walks the 2-D planes (Y, X are the
+last two axes), normalises each plane by its own percentiles (or, with ``normalize="stack"``, the
+whole input by one fit), tiles each plane on the element grid, and maps the result back to the
+input's intensity units. Every tile of a plane is in the same units.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ..normalize import Normalization
 from ..options import DeblurOptions, DeblurReport
 from ..registry import (  # noqa: F401  (re-exported: the engine's public names before the registry)
     DeblurModel,
+    check_default_flux,
     default_model_name,
     find_model,
     list_models,
@@ -81,9 +83,19 @@ def _pad_multiple(net: nn.Module, element_size) -> int:
     return int(fn(element_size)) if callable(fn) else 1
 
 
-def _tile_sizes(tile, overlap, plane_shape, multiple: int, device: torch.device) -> tuple[int, int]:
+def _min_tile(net: nn.Module) -> int:
+    fn = getattr(net, "min_tile", None)
+    return int(fn()) if callable(fn) else 0
+
+
+def _tile_sizes(
+    tile, overlap, plane_shape, multiple: int, device: torch.device, min_tile: int = 0
+) -> tuple[int, int]:
+    """Tile and overlap in px, on the grid. A tile below the network's ``min_tile`` is raised to it
+    (the report says which tile ran): a smaller one cannot give the whole-image answer, and at
+    384 px its memory is a few tens of MB, so no memory limit needs it smaller."""
     if tile == "auto" or tile is None:
-        tile_px = auto_tile(plane_shape, multiple, device.type)
+        tile_px = max(auto_tile(plane_shape, multiple, device.type), round_up(min_tile, multiple))
     else:
         try:
             tile_px = int(tile)
@@ -91,9 +103,9 @@ def _tile_sizes(tile, overlap, plane_shape, multiple: int, device: torch.device)
             raise InputError(f"tile must be 'auto' or a number of pixels, got {tile!r}") from None
         if tile_px < MIN_SIDE * 2:
             raise InputError(f"tile must be at least {MIN_SIDE * 2} px, got {tile_px}")
-        tile_px = round_up(tile_px, multiple)
+        tile_px = round_up(max(tile_px, min_tile), multiple)
     if overlap == "auto" or overlap is None:
-        overlap_px = auto_overlap(tile_px, multiple)
+        overlap_px = auto_overlap(tile_px, multiple, min_tile)
         if overlap_px >= tile_px:
             overlap_px = max(0, tile_px // 2 // multiple * multiple)
     else:
@@ -128,23 +140,37 @@ class _Job:
     multiple: int
     tile: int
     overlap: int
-    norm: Normalization
-    constant: float | None
     kwargs: dict
     options: DeblurOptions
+    # plane index -> (normalisation, constant value or None); key None: one fit for every plane
+    norms: dict = field(default_factory=dict)
     stats: dict = field(default_factory=lambda: {"rows_read": 0, "rows_blended": 0, "tiles_per_plane": 0})
+
+    def plane_norm(self, idx: tuple) -> tuple[Normalization, float | None]:
+        if None in self.norms:
+            return self.norms[None]
+        if idx not in self.norms:
+            self.norms[idx] = fit_input(self.arr, self.lazy, idx)
+        return self.norms[idx]
 
 
 def _prepare(image, model, options: DeblurOptions, channel_axis=None) -> _Job:
     arr, lazy = check_image(image, channel_axis)
+    plane_shape = tuple(int(s) for s in arr.shape[-2:])
+    options.check_image(plane_shape)
+    if model is None:  # the default was implied: never run it with a flux it was not trained with
+        check_default_flux(options.flux)
     dm = resolve_model(model, options.device)
     e, f = _runtime_options(dm, options.element_size, options.flux)
     multiple = _pad_multiple(dm.net, e)
-    plane_shape = tuple(int(s) for s in arr.shape[-2:])
-    tile_px, overlap_px = _tile_sizes(options.tile, options.overlap, plane_shape, multiple, dm.device)
-    norm, constant = fit_input(arr, lazy)
+    tile_px, overlap_px = _tile_sizes(
+        options.tile, options.overlap, plane_shape, multiple, dm.device, _min_tile(dm.net)
+    )
     kwargs = {"element_size": e, "flux": f} if e is not None and _accepts_options(type(dm.net)) else {}
-    return _Job(arr, lazy, dm, e, f, multiple, tile_px, overlap_px, norm, constant, kwargs, options)
+    job = _Job(arr, lazy, dm, e, f, multiple, tile_px, overlap_px, kwargs, options)
+    if options.normalize == "stack" or arr.ndim == 2:
+        job.norms[None] = fit_input(arr, lazy)
+    return job
 
 
 Emit = Callable[[tuple, int, np.ndarray], None]
@@ -168,12 +194,12 @@ def _execute(job: _Job, emit: Emit, progress, cancel) -> None:
         check_cancel()  # also between the 8 passes of a self-ensemble: Cancel stays prompt
         return net(x, **job.kwargs)
 
-    def run_plane(idx, tiles) -> None:
+    def run_plane(idx, tiles, norm) -> None:
         nonlocal done
         reader, blender = RowReader(arr, idx, job.lazy), BandBlender(width)
         rows = tile_rows(tiles)
         for r, row in enumerate(rows):
-            band = job.norm.apply(reader.read(row[0].y0, row[0].y1))
+            band = norm.apply(reader.read(row[0].y0, row[0].y1))
             np.clip(band, -MAX_NORMALISED, MAX_NORMALISED, out=band)
             for t in row:
                 check_cancel()
@@ -185,16 +211,16 @@ def _execute(job: _Job, emit: Emit, progress, cancel) -> None:
                 if progress is not None:
                     progress(done, total)
             top, restored = blender.release(rows[r + 1][0].y0 if r + 1 < len(rows) else height)
-            emit(idx, top, job.norm.invert(restored))
+            emit(idx, top, norm.invert(restored))
         job.stats["rows_read"] = max(job.stats["rows_read"], reader.max_rows)
         job.stats["rows_blended"] = max(job.stats["rows_blended"], blender.max_rows)
 
-    def constant_plane(idx) -> None:
+    def constant_plane(idx, value) -> None:
         nonlocal done
         check_cancel()
         step = max(1, (1 << 22) // width)  # ~16 MB of float32 at a time
         for y0 in range(0, height, step):
-            emit(idx, y0, np.full((min(step, height - y0), width), job.constant, dtype=np.float32))
+            emit(idx, y0, np.full((min(step, height - y0), width), value, dtype=np.float32))
         done += len(tiles)
         if progress is not None:
             progress(done, total)
@@ -205,14 +231,16 @@ def _execute(job: _Job, emit: Emit, progress, cancel) -> None:
         net.eval()
         with threads_ctx, torch.inference_mode():
             for p, idx in enumerate(planes):
-                if job.constant is not None:
-                    constant_plane(idx)
+                check_cancel()
+                norm, constant = job.plane_norm(idx)
+                if constant is not None:
+                    constant_plane(idx, constant)
                     continue
                 done_before = done
                 while True:
                     oom = False
                     try:
-                        run_plane(idx, tiles)
+                        run_plane(idx, tiles, norm)
                     except torch.OutOfMemoryError:
                         oom = True  # handled outside the except block so the failed tensors are freed
                     if not oom:
@@ -235,6 +263,21 @@ def _execute(job: _Job, emit: Emit, progress, cancel) -> None:
     job.stats["planes"] = len(planes)
 
 
+def _normalization_record(job: _Job) -> dict:
+    """One fit: its map; one per plane: the percentiles and each plane's ``[lo, hi]`` in order."""
+    mode = "stack" if job.options.normalize == "stack" else "plane"
+    if len(job.norms) == 1:
+        norm, _ = next(iter(job.norms.values()))
+        return {**norm.to_dict(), "mode": mode}
+    first, _ = next(iter(job.norms.values()), (Normalization(0.0, 1.0), None))
+    return {
+        "mode": mode,
+        "low_percentile": first.low_percentile,
+        "high_percentile": first.high_percentile,
+        "planes": [[n.lo, n.hi] for n, _ in job.norms.values()],
+    }
+
+
 def _report(job: _Job, started: float, streamed: bool, output=None) -> DeblurReport:
     dm = job.dm
     return DeblurReport(
@@ -248,8 +291,8 @@ def _report(job: _Job, started: float, streamed: bool, output=None) -> DeblurRep
         self_ensemble=job.options.self_ensemble,
         tiles_per_plane=job.stats["tiles_per_plane"],
         planes=job.stats["planes"],
-        normalization=job.norm.to_dict(),
-        constant=job.constant is not None,
+        normalization=_normalization_record(job),
+        constant=all(constant is not None for _, constant in job.norms.values()),
         rows_read=job.stats["rows_read"],
         rows_blended=job.stats["rows_blended"],
         seconds=time.perf_counter() - started,
@@ -310,6 +353,7 @@ def deblur(
     threads: int | None = None,
     mixed_precision: bool = True,
     self_ensemble: bool = False,
+    normalize: str = "plane",
     info: dict | None = None,
     options: DeblurOptions | None = None,
 ) -> np.ndarray:
@@ -322,25 +366,33 @@ def deblur(
     model: a :class:`DeblurModel`, a model name, a checkpoint path, a network from ``build_model``
         (or any module with ``pad_multiple``), or None for the shipped default.
     element_size, flux: run-time options of DGNO (default: the checkpoint's); ignored by networks
-        without elements.
+        without elements. ``element_size`` is 0 (one element) to 512 px and not larger than the
+        image. With ``model=None`` a ``flux`` the default model was not trained with is refused
+        (the error lists the models trained with it): name the model to run that combination.
     device: "auto", "cpu", "cuda", "cuda:N". With "auto", an already loaded model stays where it is;
         an explicit device moves it there (in place).
-    tile, overlap: pixels or "auto" (whole plane up to 768² on CPU / 2048² on GPU, else 640 px
-        tiles with ~1/8 overlap, at least 128 px). Both are rounded up to the network's grid. On GPU
-        out-of-memory the tile is halved (down to 64 px) and the plane retried.
+    tile, overlap: pixels (tile 16-8192, overlap smaller than the tile) or "auto" (whole plane up
+        to 768² on CPU / 2048² on GPU, else 640 px tiles with ~1/8 overlap, at least 128 px). Both
+        are rounded up to the network's grid. On GPU out-of-memory the tile is halved (down to 64
+        px) and the plane retried.
     progress: ``progress(done, total)`` after each tile; total = tiles per plane × planes (it grows
         if an out-of-memory retry makes the tiles smaller).
     cancel: checked before each tile; a truthy return raises :class:`Cancelled`.
     channel_axis: the axis holding colour channels, if any (``-1`` for an (Y, X, 3) RGB array).
         Without it, a last axis of length 3 or 4 is refused as RGB(A) (it cannot be X: images
         need Y, X >= 8 px). With it, Y, X are the last two of the *other* axes and every channel
-        is restored as a separate plane (the normalisation is shared); the output keeps the
-        input's shape and axis order.
-    threads: CPU threads for this call (default ``$NAPARI_DGNO_THREADS`` or torch's setting).
+        is restored as a separate plane (normalised on its own unless ``normalize="stack"``); the
+        output keeps the input's shape and axis order.
+    threads: CPU threads for this call, 1 to the machine's cores (default ``$NAPARI_DGNO_THREADS``
+        or torch's setting).
     mixed_precision: bf16/fp16 autocast on GPU (never on CPU).
     self_ensemble: x8 geometric self-ensemble: every tile is restored in its 8 rotations / mirror
         images and the results, mapped back, are averaged (see :mod:`napari_dgno.inference.ensemble`).
         About 8x the time (memory as for one pass) for typically about +0.1 dB PSNR on our bench.
+    normalize: ``"plane"`` (default): each 2-D plane's 1st / 99.8th percentiles map to 0 / 1, so a
+        plane gets the result it gets alone, whatever the rest of the stack holds; ``"stack"``: one
+        fit over the whole input (every plane sampled), for stacks whose planes must keep their
+        relative brightness through the network.
     info: if a dict is given it is filled with what was done (model, normalisation, tiles,
         ``self_ensemble``, time, and ``rows_read`` / ``rows_blended``: the most rows of one plane
         held at once): :meth:`DeblurReport.to_dict`.
@@ -348,13 +400,14 @@ def deblur(
         from their defaults are applied on top of it.
 
     Rules on input: NaN/inf, empty arrays, fewer than 2 dimensions, Y or X under 8 px, and
-    bool/complex/object dtypes are refused with an :class:`InputError`. Planes smaller than one
-    element (but >= 8 px) are reflect-padded by the network and cropped back. The normalisation is
-    one percentile fit (1 / 99.8) over the whole input, inverted at the end; a constant image comes
-    back unchanged.
+    bool/complex/object dtypes are refused with an :class:`InputError`, as are options out of their
+    bounds, before any work. Planes smaller than the model's own element (but >= 8 px) are
+    reflect-padded by the network and cropped back. The normalisation is inverted at the end; a
+    constant plane comes back unchanged.
     """
     keywords = dict(element_size=element_size, flux=flux, device=device, tile=tile, overlap=overlap)
     keywords.update(threads=threads, mixed_precision=mixed_precision, self_ensemble=self_ensemble)
+    keywords.update(normalize=normalize)
     options = (options or DeblurOptions()).overridden(**keywords)
     out, report = restore(image, model, options, progress=progress, cancel=cancel, channel_axis=channel_axis)
     if info is not None:
@@ -377,6 +430,7 @@ def deblur_to(
     threads: int | None = None,
     mixed_precision: bool = True,
     self_ensemble: bool = False,
+    normalize: str = "plane",
     metadata: dict | None = None,
     info: dict | None = None,
     options: DeblurOptions | None = None,
@@ -400,6 +454,7 @@ def deblur_to(
     """
     keywords = dict(element_size=element_size, flux=flux, device=device, tile=tile, overlap=overlap)
     keywords.update(threads=threads, mixed_precision=mixed_precision, self_ensemble=self_ensemble)
+    keywords.update(normalize=normalize)
     options = (options or DeblurOptions()).overridden(**keywords)
     out, report = restore_to(image, out, model, options, progress=progress, cancel=cancel, metadata=metadata)
     if info is not None:

@@ -90,15 +90,24 @@ def _reading(lazy: bool):
         raise InputError(f"could not read the input ({' '.join(str(err).split())})") from None
 
 
-def fit_input(image, lazy: bool) -> tuple[Normalization, float | None]:
-    """Percentile normalisation over the whole input; ``(norm, constant value or None)``.
+def fit_input(image, lazy: bool, idx: tuple | None = None) -> tuple[Normalization, float | None]:
+    """Percentile normalisation over the whole input, or over plane ``idx`` of it;
+    ``(norm, constant value or None)``.
 
     When the 1st and 99.8th percentiles coincide the percentile map is degenerate: a truly constant
-    image is returned as it is (deblurring a flat field changes nothing), anything else (a few bright
-    spots on a flat background) falls back to a min-max range.
+    image (or plane) is returned as it is (deblurring a flat field changes nothing), anything else (a
+    few bright spots on a flat background) falls back to a min-max range. A lazy input stays lazy:
+    only the plane's (subsampled) chunks are read.
     """
+    source = image
+    if idx is not None:
+        if lazy and not hasattr(image, "compute"):  # zarr and friends: dask keeps the plane lazy
+            import dask.array as da
+
+            source = da.from_array(image)
+        source = source[idx]
     with _reading(lazy):
-        norm = fit_normalization(image)
+        norm = fit_normalization(source)
     if not (np.isfinite(norm.lo) and np.isfinite(norm.hi)):
         raise InputError("the image holds NaN or infinite values; replace them first")
     if norm.hi > norm.lo:
@@ -106,11 +115,11 @@ def fit_input(image, lazy: bool) -> tuple[Normalization, float | None]:
     if lazy:  # chunk-wise reductions: never the whole input in memory
         import dask.array as da
 
-        source = image if hasattr(image, "compute") else da.from_array(image)
+        source = source if hasattr(source, "compute") else da.from_array(source)
         with _reading(lazy):
             lo, hi = (float(v) for v in da.compute(source.min(), source.max()))
     else:
-        lo, hi = float(image.min()), float(image.max())
+        lo, hi = float(source.min()), float(source.max())
     if not (np.isfinite(lo) and np.isfinite(hi)):
         raise InputError("the image holds NaN or infinite values; replace them first")
     if hi == lo:

@@ -1,4 +1,5 @@
-"""Reading and writing TIFF / OME-TIFF images with clear one-line errors and atomic writes.
+"""Reading and writing TIFF / OME-TIFF images with clear one-line errors and atomic writes; reading
+is also the one entry for every other format (:mod:`napari_dgno.io.formats`, OME-Zarr).
 
 Why so careful: the ``dgno`` command runs unattended over whole plates, so a bad file must give one
 readable line (not a traceback or a screen of tifffile warnings), and an interrupted run must never
@@ -16,9 +17,9 @@ import numpy as np
 
 from ..errors import InputError, one_line
 from .atomic import atomic_file, atomic_path
+from .formats import TIFF_MAGIC, not_tiff_message, read_common, read_vendor, reader_kind
 from .ome_zarr import is_zarr_path, read_zarr
 
-TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
 LAZY_BYTES = 1 << 30  # above this, read_image returns a dask array unless told otherwise
 _RGB = 2  # TIFF photometric interpretation RGB
 # How far a page's data can expand when decoded, by TIFF compression code, with margin: none,
@@ -38,25 +39,25 @@ def _quiet_tifffile():
         logger.setLevel(level)
 
 
-def _check_file(path: Path) -> None:
+def _check_file(path: Path) -> bytes:
+    """A readable, non-empty regular file: its first bytes (to tell the format)."""
     if not path.exists():
         if path.is_symlink():
             raise InputError(f"{path} is a broken symbolic link (its target is missing or loops)")
         raise InputError(f"no such file: {path}")
     if path.is_dir():
-        raise InputError(f"{path} is a folder, not a TIFF file")
+        raise InputError(f"{path} is a folder, not an image file")
     if not path.is_file():  # a named pipe or a device: opening it could wait forever
         raise InputError(f"{path} is not a regular file")
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
-            head = f.read(4)
+            head = f.read(16)
     except OSError as err:
         raise InputError(f"cannot read {path}: {err.strerror or err}") from None
     if size == 0:
         raise InputError(f"{path} is empty (0 bytes)")
-    if head not in TIFF_MAGIC:
-        raise InputError(f"{path} is not a TIFF file")
+    return head
 
 
 def _check_complete(tif, path: Path) -> None:
@@ -125,7 +126,9 @@ def _metadata(tif, series, page) -> dict:
 
 
 def read_image(path: str | os.PathLike, *, channel_axis: int | None = None, lazy: bool | None = None):
-    """Read the first image series of a TIFF / OME-TIFF, or level 0 of an OME-Zarr: ``(array, info)``.
+    """Read the first image series of a TIFF / OME-TIFF, level 0 of an OME-Zarr, a PNG / JPEG / BMP /
+    GIF / WebP, or the first scene of a CZI / ND2 / LIF / DV (with the ``formats`` extra):
+    ``(array, info)``. The reader follows the name's suffix, else the file's first bytes.
 
     ``array`` is numpy, or a dask array when ``lazy`` is True (``None``: lazy above 1 GiB). ``info``
     holds ``dtype``, ``shape``, ``axes`` (tifffile letters from OME/ImageJ metadata, e.g. ``"ZYX"``),
@@ -171,7 +174,14 @@ def _read_image(path, *, channel_axis, lazy, handles: list | None):
     path = Path(path)
     if is_zarr_path(path):
         return read_zarr(path, channel_axis=channel_axis, lazy=lazy)
-    _check_file(path)
+    head = _check_file(path)
+    kind = reader_kind(path, head)
+    if kind == "common":
+        return read_common(path, channel_axis)
+    if kind == "vendor":
+        return read_vendor(path, channel_axis, lazy)
+    if head[:4] not in TIFF_MAGIC:
+        raise InputError(not_tiff_message(path, head))
     import tifffile
 
     with _quiet_tifffile():

@@ -134,7 +134,7 @@ class EigenPSFBasis:
         return self._spectra[key]
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=128)  # a training run's bank of random microscopes (physics/microscope.py)
 def eigen_psf_basis(
     optics: Optics = DEFAULT_OPTICS,
     z_max: float = 32.0,

@@ -1,10 +1,12 @@
-"""Classical deconvolution: what a biologist would try, and the physics upper bound.
+"""Classical deconvolution: what a biologist would try, and an oracle that knows the optics.
 
 * :func:`wiener` and :func:`richardson_lucy` use one global PSF (say, one measured bead);
+* :func:`richardson_lucy_tv` is RL with total-variation regularisation (Dey et al. 2006), the
+  usual fair setting for noisy widefield data: plain RL stopped early still leaves the noise in;
 * :func:`patchwise_rl` runs RL per overlapping patch with the PSF of that patch's median depth;
 * :func:`spatially_variant_rl` runs RL with the simulator's exact scatter operator and the *true*
-  depth map: no method that only sees the blurred image can know more about the optics, so it is
-  the classical upper bound a learned model is measured against.
+  depth map: an oracle (it is handed what no method that only sees the blurred image knows), but
+  it bounds nothing (learned methods beat it: unregularised RL does not undo the noise).
 
 All take and return images in camera units (ADU). The camera offset and diffuse background are
 handled as the Poisson model wants: ``g ≈ A h + b`` with ``b`` estimated from the image, the
@@ -32,12 +34,18 @@ __all__ = [
     "patchwise_rl_steps",
     "richardson_lucy",
     "richardson_lucy_steps",
+    "richardson_lucy_tv",
+    "richardson_lucy_tv_steps",
     "spatially_variant_rl",
     "spatially_variant_rl_steps",
     "wiener",
 ]
 
 BACKGROUND_PERCENTILE = 1.0
+# The TV term may shrink RL's denominator ``Aᵀ1 − λ div(∇h/|∇h|)`` at most to this fraction of
+# ``Aᵀ1``: for a large λ the denominator would reach 0 or below and the multiplicative update would
+# blow up or turn negative (Dey et al. keep λ small for that reason).
+TV_MIN_DENOMINATOR = 0.1
 _DTYPE = torch.float64  # 256² images: float64 FFTs cost little and keep the adjoint exact
 
 
@@ -80,6 +88,32 @@ def richardson_lucy_steps(
     padded = torch.from_numpy(np.pad(g, r, mode="reflect"))
     forward, adjoint = _circular_conv(psf, padded.shape)
     for h in _rl(padded, forward, adjoint, iterations, b):
+        yield _crop(h, r) + np.float32(b)
+
+
+def richardson_lucy_tv(
+    blurred: np.ndarray, psf: np.ndarray, iterations: int, tv_weight: float, background="auto"
+) -> np.ndarray:
+    """RL with total-variation regularisation (Dey et al. 2006) and one global PSF.
+
+    ``tv_weight`` (λ, dimensionless: the TV term is a curvature of the unit gradient field) trades
+    noise for staircased edges; about 0.001–0.02 is the useful range. λ = 0 is plain RL.
+    """
+    *_, last = richardson_lucy_tv_steps(blurred, psf, iterations, tv_weight, background)
+    return last
+
+
+def richardson_lucy_tv_steps(
+    blurred: np.ndarray, psf: np.ndarray, iterations: int, tv_weight: float, background="auto"
+) -> Iterator[np.ndarray]:
+    """The RL-TV estimate after 1, 2, …, ``iterations`` iterations."""
+    if not tv_weight >= 0:
+        raise ValueError(f"tv_weight must be >= 0, got {tv_weight}")
+    g, b = _as_image(blurred), estimate_background(blurred, background)
+    r = _check_psf(psf).shape[0] // 2
+    padded = torch.from_numpy(np.pad(g, r, mode="reflect"))
+    forward, adjoint = _circular_conv(psf, padded.shape)
+    for h in _rl(padded, forward, adjoint, iterations, b, tv_weight=tv_weight):
         yield _crop(h, r) + np.float32(b)
 
 
@@ -180,7 +214,7 @@ class ScatterOperator:
 def spatially_variant_rl(
     blurred: np.ndarray, depth: np.ndarray, basis: EigenPSFBasis, iterations: int, background="auto"
 ) -> np.ndarray:
-    """RL with the exact scatter operator of the true depth map: the physics upper bound."""
+    """RL with the exact scatter operator of the true depth map (an oracle: it is given the depth)."""
     *_, last = spatially_variant_rl_steps(blurred, depth, basis, iterations, background)
     return last
 
@@ -198,12 +232,17 @@ def spatially_variant_rl_steps(
 # -- shared machinery --------------------------------------------------------------------------------
 
 
-def _rl(g: torch.Tensor, forward, adjoint, iterations: int, background: float) -> Iterator[torch.Tensor]:
+def _rl(
+    g: torch.Tensor, forward, adjoint, iterations: int, background: float, tv_weight: float = 0.0
+) -> Iterator[torch.Tensor]:
     """Richardson–Lucy for ``g ~ Poisson(A h + b)``: ``h ← h · Aᵀ(g / (A h + b)) / Aᵀ1``.
 
     Starts from a flat image at the mean level: early stopping then regularises (detail comes
     before noise, so PSNR peaks after ~3–15 iterations). Starting from the noisy image itself
     was measured 0.5–2.5 dB worse at the best iteration on our test images.
+
+    ``tv_weight`` λ > 0 adds Dey et al.'s (2006) total-variation term to the denominator,
+    ``Aᵀ1 − λ div(∇h / |∇h|)``, which flattens noise while keeping edges.
     """
     _check_iterations(iterations)
     g = g.to(_DTYPE).clamp(min=0)
@@ -212,10 +251,30 @@ def _rl(g: torch.Tensor, forward, adjoint, iterations: int, background: float) -
     h = torch.full_like(g, max(float((g - b).mean()), floor))
     norm = adjoint(torch.ones_like(g)).clamp(min=1e-6)
     model_floor = max(b, 0.0) * 1e-3 + 1e-6
+    eps = floor  # |∇h| is smoothed by eps (ADU/px) so flat regions have a defined direction
     for _ in range(int(iterations)):
         ratio = g / (forward(h) + b).clamp(min=model_floor)
-        h = h * adjoint(ratio) / norm
+        denominator = norm
+        if tv_weight:
+            denominator = (norm - tv_weight * _tv_curvature(h, eps)).clamp(min=TV_MIN_DENOMINATOR * norm)
+        h = h * adjoint(ratio) / denominator
         yield h
+
+
+def _tv_curvature(h: torch.Tensor, eps: float) -> torch.Tensor:
+    """``div(∇h / |∇h|)``: forward differences for ∇, their negative adjoint (backward differences)
+    for div, Neumann borders (no gradient across the image edge), ``|∇h|`` smoothed by ``eps``."""
+    dy = torch.zeros_like(h)
+    dx = torch.zeros_like(h)
+    dy[:-1] = h[1:] - h[:-1]
+    dx[:, :-1] = h[:, 1:] - h[:, :-1]
+    magnitude = torch.sqrt(dy * dy + dx * dx + eps * eps)
+    ny, nx = dy / magnitude, dx / magnitude
+    div = ny.clone()
+    div[1:] -= ny[:-1]
+    div += nx
+    div[:, 1:] -= nx[:, :-1]
+    return div
 
 
 def _circular_conv(psf: np.ndarray, shape: tuple[int, int]):

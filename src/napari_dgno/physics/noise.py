@@ -19,27 +19,51 @@ class CameraConfig:
 
     ``peak_photons`` is the expected photon count at a bright in-focus structure (relative
     intensity 1) and is drawn log-uniformly; ``background`` is a diffuse background as a
-    fraction of the peak.
+    fraction of the peak. ``offset_adu`` (uniform), ``gain`` (ADU per electron, log-uniform) and
+    ``bits`` (a choice) are fixed numbers or ranges / choices. With ``expose=True`` the gain is
+    lowered, as a user sets exposure, so that the expected peak stays below 90 % of the converter's
+    range, except in a ``saturation_chance`` fraction of images.
     """
 
     peak_photons: tuple[float, float] = (100.0, 2000.0)
     background: tuple[float, float] = (0.0, 0.05)
     read_noise_e: tuple[float, float] = (3.0, 10.0)
-    offset_adu: float = 100.0
-    gain: float = 1.0  # ADU per photo-electron
-    bits: int = 12
+    offset_adu: float | tuple[float, float] = 100.0
+    gain: float | tuple[float, float] = 1.0  # ADU per photo-electron
+    bits: int | tuple[int, ...] = 12
+    expose: bool = False
+    saturation_chance: float = 0.0
 
     def sample(self, rng: np.random.Generator) -> CameraSample:
         lo, hi = self.peak_photons
         peak = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+        background = peak * float(rng.uniform(*self.background))
+        read_noise = float(rng.uniform(*self.read_noise_e))
+        if isinstance(self.offset_adu, (int, float)) and isinstance(self.gain, (int, float)):
+            offset, gain, bits = float(self.offset_adu), float(self.gain), int(self.bits)
+        else:  # the varied camera: draws only made by configs that ask for them
+            bits = int(rng.choice(self.bits)) if isinstance(self.bits, tuple) else int(self.bits)
+            full = 2**bits - 1
+            offset = _draw(self.offset_adu, rng, log=False)
+            offset = min(offset, 0.1 * full)  # an 8-bit camera has no room for a 500 ADU offset
+            gain = _draw(self.gain, rng, log=True)
+            if self.expose and rng.random() >= self.saturation_chance:
+                gain = min(gain, 0.9 * (full - offset) / max(peak + background, 1e-6))
         return CameraSample(
             peak_photons=peak,
-            background_photons=peak * float(rng.uniform(*self.background)),
-            read_noise_e=float(rng.uniform(*self.read_noise_e)),
-            offset_adu=self.offset_adu,
-            gain=self.gain,
-            bits=self.bits,
+            background_photons=background,
+            read_noise_e=read_noise,
+            offset_adu=offset,
+            gain=gain,
+            bits=bits,
         )
+
+
+def _draw(value, rng: np.random.Generator, log: bool) -> float:
+    if isinstance(value, (int, float)):
+        return float(value)
+    lo, hi = value
+    return float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) if log else float(rng.uniform(lo, hi))
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,11 @@
 
 A widefield objective of numerical aperture NA passes spatial frequencies ``|f| <= NA / λ``; a
 point ``z`` µm away from the focal plane adds the propagation phase ``2π z sqrt((n/λ)² − |f|²)``.
-The intensity PSF is ``|IFFT(pupil · phase)|²``. The in-focus PSF is smaller than a camera pixel,
-so we compute it on an ``oversample``-times finer grid and sum the fine samples inside each camera
-pixel, which is what the sensor does.
+The intensity PSF is ``|IFFT(pupil · phase)|²``. Optional pupil aberrations (spherical,
+astigmatism, coma; Zernike polynomials, Noll-normalised, in waves RMS) add their phase to the
+pupil. The in-focus PSF is smaller than a camera pixel, so we compute it on an
+``oversample``-times finer grid and sum the fine samples inside each camera pixel, which is what the
+sensor does.
 """
 
 from __future__ import annotations
@@ -27,13 +29,22 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Optics:
-    """Imaging system. Defaults are close to BBBC006: 20x/0.45 dry, 0.645 µm pixels, Hoechst."""
+    """Imaging system. Defaults are close to BBBC006: 20x/0.45 dry, 0.645 µm pixels, Hoechst.
+
+    The aberration fields are Zernike coefficients in waves RMS (0 = a perfect objective): primary
+    spherical (Z11, from a refractive-index mismatch or a wrong coverslip), astigmatism (Z5, Z6) and
+    coma (Z7, Z8; a tilted or decentred element). With any of them the PSF is no longer symmetric in
+    ±z; the simulator only uses z ≥ 0 (the specimen on one side of focus).
+    """
 
     na: float = 0.45
     wavelength_um: float = 0.46
     pixel_um: float = 0.645
     n_medium: float = 1.0
     oversample: int = 5
+    spherical: float = 0.0
+    astigmatism: tuple[float, float] = (0.0, 0.0)  # oblique (Z5), vertical (Z6)
+    coma: tuple[float, float] = (0.0, 0.0)  # vertical (Z7), horizontal (Z8)
 
     def __post_init__(self):
         if not 0 < self.na < self.n_medium:
@@ -41,6 +52,29 @@ class Optics:
         if self.oversample < 1 or self.oversample % 2 == 0:
             # An odd factor keeps the optical axis in the middle of the central camera pixel.
             raise ValueError(f"oversample must be a positive odd integer, got {self.oversample}")
+        object.__setattr__(self, "astigmatism", tuple(float(a) for a in self.astigmatism))
+        object.__setattr__(self, "coma", tuple(float(c) for c in self.coma))
+        if len(self.astigmatism) != 2 or len(self.coma) != 2:
+            raise ValueError("astigmatism and coma take two coefficients each")
+
+    @property
+    def aberrated(self) -> bool:
+        return any((self.spherical, *self.astigmatism, *self.coma))
+
+    def aberration_waves(self, fy: np.ndarray, fx: np.ndarray) -> np.ndarray:
+        """Wavefront error (waves) at pupil frequencies ``fy``, ``fx`` (cycles/µm)."""
+        cut = self.na / self.wavelength_um
+        rho2 = (fy**2 + fx**2) / cut**2
+        rho = np.sqrt(rho2)
+        theta = np.arctan2(fy, fx)
+        a_obl, a_ver = self.astigmatism
+        c_ver, c_hor = self.coma
+        radial_coma = np.sqrt(8.0) * (3 * rho2 * rho - 2 * rho)
+        return (
+            self.spherical * np.sqrt(5.0) * (6 * rho2**2 - 6 * rho2 + 1)
+            + np.sqrt(6.0) * rho2 * (a_obl * np.sin(2 * theta) + a_ver * np.cos(2 * theta))
+            + radial_coma * (c_ver * np.sin(theta) + c_hor * np.cos(theta))
+        )
 
 
 DEFAULT_OPTICS = Optics()
@@ -63,7 +97,8 @@ def default_psf_size(z_um: float, optics: Optics = DEFAULT_OPTICS) -> int:
 def defocus_psf(z_um: float, optics: Optics = DEFAULT_OPTICS, size: int | None = None) -> np.ndarray:
     """Intensity PSF at defocus ``z_um`` (µm), camera-pixel sampled, centred, odd ``size``, sum 1.
 
-    The PSF is symmetric in ±z (no aberrations). Results are cached on ``z`` rounded to 1 nm.
+    ``|z|`` is used: without aberrations the PSF is symmetric in ±z, with them the simulator keeps
+    to z ≥ 0. Results are cached on ``z`` rounded to 1 nm.
     """
     if size is None:
         size = default_psf_size(z_um, optics)
@@ -95,7 +130,10 @@ def _pupil_psf(z_um: float, optics: Optics, size: int = 1) -> np.ndarray:
     f2 = f[:, None] ** 2 + f[None, :] ** 2
     pupil = f2 <= (optics.na / optics.wavelength_um) ** 2
     kz = np.sqrt(np.maximum((optics.n_medium / optics.wavelength_um) ** 2 - f2, 0.0))
-    field = np.fft.ifft2(np.where(pupil, np.exp(2j * np.pi * z_um * kz), 0))
+    phase = z_um * kz
+    if optics.aberrated:
+        phase = phase + optics.aberration_waves(f[:, None], f[None, :])
+    field = np.fft.ifft2(np.where(pupil, np.exp(2j * np.pi * phase), 0))
     fine = np.fft.fftshift(np.abs(field) ** 2)
     return fine.reshape(m, ov, m, ov).sum(axis=(1, 3))
 

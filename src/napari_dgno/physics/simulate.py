@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from scipy import ndimage as ndi
 
 from napari_dgno.physics.blur import EigenPSFBasis, eigen_psf_basis, scatter_blur_torch
 from napari_dgno.physics.depth import DepthConfig, random_depth_map
@@ -31,6 +32,11 @@ class SimulationConfig:
     camera: CameraConfig = field(default_factory=CameraConfig)
     basis_dz_um: float = 0.25
     basis_tol: float = 1e-3
+    # Out-of-focus haze: light from planes far outside the depth range, a very smooth copy of the
+    # specimen (Gaussian, ``haze_sigma_px``) at a fraction ``haze`` of the peak; it is in both the
+    # blurred and the sharp image, like the background, because no in-focus acquisition is free of it.
+    haze: tuple[float, float] = (0.0, 0.0)
+    haze_sigma_px: tuple[float, float] = (20.0, 60.0)
 
     @property
     def max_defocus_um(self) -> float:
@@ -90,6 +96,13 @@ def simulate_batch(
         r = basis.radius
         photons, depth = photons[:, r : h - r, r : w - r], depth[:, r : h - r, r : w - r]
     photons = photons.numpy()
+    if config.haze[1] > 0:
+        for i in range(b):
+            frac, sigma = rng.uniform(*config.haze), rng.uniform(*config.haze_sigma_px)
+            glow = ndi.gaussian_filter(photons[i].astype(np.float64), sigma, mode="reflect")
+            glow *= frac * cameras[i].peak_photons / max(float(glow.max()), 1e-12)
+            blurred[i] += glow.astype(np.float32)
+            photons[i] = photons[i] + glow.astype(np.float32)
 
     noisy = np.empty(blurred.shape, dtype=np.float32)
     clean = np.empty(blurred.shape, dtype=np.float32)

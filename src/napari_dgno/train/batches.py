@@ -11,12 +11,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..data.clean_images import cells3d_images, procedural_nuclei
-from ..data.datasets import FolderPairs, PairDataset, SimulatedPairs, ZStackPairs, fixed_validation_set
+from ..data.datasets import PairDataset, SimulatedPairs, fixed_validation_set
+from ..data.varied import VariedSimulatedPairs
 from ..errors import InputError
 from ..physics.depth import DepthConfig
 from ..physics.simulate import SimulationConfig
 
 PROCEDURAL_IMAGES = 24  # 256² procedural images drawn once per run from the run's seed
+VALIDATION_MICROSCOPES = 16
+VALIDATION_BANK_SEED = 20_261_129  # fixed for every run, so validation numbers compare across runs
 
 
 @dataclass
@@ -72,17 +75,65 @@ def synthetic_source(data: dict, patch: int, seed: int) -> DatasetSource:
     return DatasetSource(train, validation, info)
 
 
+def varied_source(data: dict, patch: int, seed: int) -> DatasetSource:
+    """cells3d and skin at their true scale plus procedural specimens, through a bank of random
+    microscopes (``physics/microscope.py``). Validation uses the other lateral regions and its own
+    microscopes, so it measures what the test set does: unseen specimens under unseen optics."""
+    weights = data.get("weights")
+    n = int(data.get("microscopes", 48))
+    train = VariedSimulatedPairs("train", patch, n, bank_seed=[seed, 11], weights=weights, seed=seed)
+    validation = VariedSimulatedPairs(
+        "validation",
+        patch,
+        VALIDATION_MICROSCOPES,
+        bank_seed=VALIDATION_BANK_SEED,
+        seed=seed + 1,
+        augment=False,
+    )
+    info = {
+        "source": "varied",
+        "clean_images": "cells3d train region (0.26 µm/px), skin.tif train region, procedural specimens",
+        "weights": dict(zip(train.names, train.probabilities.round(3).tolist(), strict=True)),
+        "microscopes": n,
+        "simulator": "random objective/camera/wavelength/aberrations, scatter blur, haze, varied camera",
+        "validation": "cells3d and skin validation regions, 16 microscopes of their own",
+    }
+    return DatasetSource(train, validation, info)
+
+
 def build_source(data: dict, patch: int, seed: int) -> DatasetSource:
     kind = data.get("source", "synthetic")
     if kind == "synthetic":
         return synthetic_source(data, patch, seed)
-    if kind == "folder":
-        dataset = FolderPairs(data["blurred_dir"], data["sharp_dir"], patch, seed)
-        return DatasetSource(dataset, dataset, {"source": "folder", **data})
-    if kind == "zstack":
+    if kind == "varied":
+        return varied_source(data, patch, seed)
+    if kind in ("folder", "zstack"):
+        return user_source(data, patch, seed)
+    raise InputError(f"unknown data source {kind!r}: use varied, synthetic, folder or zstack")
+
+
+def user_source(data: dict, patch: int, seed: int) -> DatasetSource:
+    """The user's own pairs (``folder``: ``blurred_dir`` + ``sharp_dir``; ``zstack``: ``path``, optional
+    ``focus_index``; both: optional ``val_fraction``), built exactly as the fine-tune dock builds them,
+    so both hold out the same whole images (or strip) for validation."""
+    from . import user_data  # it imports this module
+
+    fraction = float(data.get("val_fraction", 0.2))
+    if data.get("source") == "folder":
+        source = user_data.folder_source(
+            data["blurred_dir"], data["sharp_dir"], patch=patch, seed=seed, val_fraction=fraction
+        )
+    else:
         import tifffile
 
         stack = tifffile.imread(data["path"])
-        dataset = ZStackPairs(stack, data.get("focus_index"), patch, seed)
-        return DatasetSource(dataset, dataset, {"source": "zstack", **data})
-    raise InputError(f"unknown data source {kind!r}: use synthetic, folder or zstack")
+        source = user_data.zstack_source(
+            stack,
+            data.get("focus_index"),
+            patch=patch,
+            seed=seed,
+            val_fraction=fraction,
+            name=str(data["path"]),
+        )
+    source.info = {**data, **source.info}
+    return source

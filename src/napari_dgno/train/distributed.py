@@ -1,6 +1,6 @@
 """Data-parallel training on several GPUs (or CPU processes) under ``torchrun``.
 
-    torchrun --nproc_per_node N -m napari_dgno.cli train --config configs/dgno-small-face.yaml
+    torchrun --nproc_per_node N -m napari_dgno.cli train --config configs/dgno-small-face-v3.yaml
 
 Design: **every rank draws the same global batch** (``batch_size`` pairs) from the run's one seeded
 stream and keeps its own ``batch_size / N`` slice; DDP averages the gradients. With equal slices the

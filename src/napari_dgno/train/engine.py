@@ -4,6 +4,13 @@ One ``Trainer`` serves `dgno train`, the fine-tuning dock and the benchmarks' ba
 through ``Callbacks`` (progress, validation, stop) and never holds a UI. A stopped or killed run keeps
 its last complete checkpoint; ``run(resume=True)`` continues from it with the same results as a run
 that never stopped (same seed, same batches, same optimiser, scheduler, EMA and RNG state).
+
+A stop is noticed within about one layer of the network, not one step (a step can take many
+seconds on a busy CPU): ``should_stop`` is also asked before every submodule's forward and at every
+layer's gradient, and a step interrupted that way is dropped whole, as if it had never started.
+A fine-tuning run whose base model scores far below the blurred input on the run's own validation
+pairs stops before training with a one-line :class:`InputError`: that is a data problem (pairs in
+other units, misaligned or mismatched), which training would only bake into the model.
 Under ``torchrun`` (``WORLD_SIZE`` > 1) the same loop runs data-parallel: see ``distributed.py``.
 """
 
@@ -19,17 +26,29 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..devices import autocast_context, resolve_device
-from ..errors import CheckpointError
+from ..devices import autocast_context, cpu_threads, resolve_device
+from ..errors import CheckpointError, InputError
 from ..io.checkpoint import load_checkpoint, save_checkpoint
 from ..metrics import mean_metrics
 from ..model import architecture_of, build_model, count_parameters, preset_config
 from ..model.config import NAFNetConfig
+from ..model.interrupt import interruptible
 from ..normalize import DEFAULT_HIGH, DEFAULT_LOW
 from . import distributed
 from . import state as ckpt
 from .config import TrainConfig
 from .losses import multiscale_l1_fft
+
+# A base model this far below the blurred input on the run's own validation pairs means the pairs
+# are wrong (a good model on other optics loses a few dB at most; pairs in other units lose tens).
+DATA_CHECK_DB = 10.0
+# A blurred copy of an image scores well above this against it (white noise blurred: ~12 dB); pairs
+# below it do not show the same thing in the same units.
+MIN_INPUT_PSNR = 5.0
+
+
+class _StepInterrupted(Exception):
+    """Raised inside the network when a stop is requested in the middle of a training step."""
 
 
 @dataclass
@@ -151,24 +170,50 @@ class Trainer:
     def validate(self, model: torch.nn.Module) -> dict:
         model.eval()
         pairs = []
-        for blurred, sharp in self.val_pairs:
-            x = torch.from_numpy(blurred)[None, None].to(self.device)
-            with autocast_context(self.device, self.cfg.amp):
-                y = model(x)
-            pairs.append((y.float().cpu().numpy()[0, 0], sharp))
-        model.train()
+        try:
+            for blurred, sharp in self.val_pairs:
+                x = torch.from_numpy(blurred)[None, None].to(self.device)
+                with autocast_context(self.device, self.cfg.amp):
+                    y = model(x)
+                pairs.append((y.float().cpu().numpy()[0, 0], sharp))
+        finally:
+            model.train()
         return mean_metrics(pairs)
 
     # -- the run -------------------------------------------------------------------------------------
     def run(self, resume: bool = True) -> Path:
-        """Train to ``cfg.steps`` (or until stopped); returns the exported checkpoint's stem."""
-        with distributed.process_group(self.dist):
+        """Train to ``cfg.steps`` (or until stopped); returns the exported checkpoint's stem.
+
+        CPU threads: ``cfg.threads``, else ``$NAPARI_DGNO_THREADS``, else torch's setting; restored
+        afterwards (the dock trains in a thread of napari's process)."""
+        with distributed.process_group(self.dist), cpu_threads(self.cfg.threads):
             return self._run(resume)
+
+    def _check_data(self, base: dict, inputs: dict) -> None:
+        """Refuse to train on pairs that cannot be right (see ``DATA_CHECK_DB``, ``MIN_INPUT_PSNR``)."""
+        base_psnr = float(base.get("psnr", math.nan)) if base else math.nan
+        input_psnr = float(inputs.get("psnr", math.nan)) if inputs else math.nan
+        gap = input_psnr - base_psnr
+        if not self.dist.any(bool(gap > DATA_CHECK_DB or input_psnr < MIN_INPUT_PSNR)):
+            return
+        if not self.dist.is_main:
+            raise InputError("data problem found by rank 0; nothing was trained")
+        check = (
+            "check that each sharp image shows the same field as its blurred one, aligned and in "
+            "comparable intensity units. Nothing was trained"
+        )
+        if input_psnr < MIN_INPUT_PSNR:
+            raise InputError(
+                f"data problem: the blurred validation images score {input_psnr:.1f} dB against their "
+                f"sharp versions, which no blurred copy of an image does; {check}"
+            )
+        raise InputError(
+            f"data problem: the base model scores {base_psnr:.1f} dB on this run's validation pairs, "
+            f"{gap:.0f} dB below their blurred input ({input_psnr:.1f} dB); {check}"
+        )
 
     def _run(self, resume: bool) -> Path:
         cfg, main = self.cfg, self.dist.is_main
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
         model, extra = build_network(cfg)
@@ -184,62 +229,99 @@ class Trainer:
         if resume:
             start, seconds = self._resume(model, optimizer, scheduler, ema, rng)
         self.dist.same(start, "the step to resume from")  # also a barrier: nobody prunes while others read
-        if start == 0:
-            self.history = [{"step": 0, "val": {}, "input": mean_metrics(self.val_pairs) if main else {}}]
-            if cfg.base_checkpoint and main:
-                # Where fine-tuning starts from: later numbers then read as gains over the base
-                # model on this run's data, not only over the blurred input.
-                self.history[0]["val"] = metrics = self.validate(model)
-                self._report_validation(0, metrics, "base model")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        ddp = self.dist.wrap(model)  # None for one process
-        t0 = time.perf_counter() - seconds
-        step = start
-        self._log(f"{cfg.name}: steps {start}..{cfg.steps}, {count_parameters(model):,} parameters")
-        while step < cfg.steps:
-            if self.dist.any(bool(self.callbacks.should_stop and self.callbacks.should_stop())):
-                self._log(f"stopped at step {step}")
-                self.stopped = True
-                break
-            # Every rank draws the same global batch and keeps its slice (see distributed.py).
-            blurred, sharp = self.source.make_batch(cfg.batch_size, rng)
-            blurred, sharp = self.dist.shard(blurred), self.dist.shard(sharp)
-            blurred, sharp = blurred.to(self.device), sharp.to(self.device)
-            with autocast_context(self.device, cfg.amp):
-                outputs = model.forward_multiscale(blurred) if ddp is None else ddp(blurred)
-            loss = multiscale_l1_fft(outputs, sharp, cfg.fft_weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            ema.update(model, step)
-            step += 1
-            # Under DDP: the global batch's loss, averaged over ranks (a collective: every rank joins).
-            loss_value = self.dist.mean(loss.detach()) if self.dist.enabled else None
-            if self.callbacks.on_step and main:
-                info = StepInfo(
-                    step,
-                    cfg.steps,
-                    float(loss.detach()) if loss_value is None else loss_value,
-                    scheduler.get_last_lr()[0],
-                    time.perf_counter() - t0,
-                )
-                self.callbacks.on_step(info)
-            if (step % cfg.val_every == 0 or step == cfg.steps) and main:
-                self._validate_with_ema(model, ema, step)
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                self._save_state(model, optimizer, scheduler, ema, rng, step, time.perf_counter() - t0, extra)
+        # One process: a stop lands inside a step or a validation. Under DDP all ranks agree once a step.
+        stop_inside = None if self.dist.enabled else self.callbacks.should_stop
+        with interruptible(model, stop_inside, _StepInterrupted, armed=False) as switch:
+            if start == 0:
+                self.history = [{"step": 0, "val": {}, "input": mean_metrics(self.val_pairs) if main else {}}]
+                if cfg.base_checkpoint and main:
+                    # Where fine-tuning starts from: later numbers then read as gains over the base
+                    # model on this run's data, not only over the blurred input.
+                    metrics = self._interruptible(switch, self.validate, model)
+                    if metrics is not None:
+                        self.history[0]["val"] = metrics
+                        self._report_validation(0, metrics, "base model")
+                if not self.stopped:
+                    self._check_data(self.history[0]["val"], self.history[0]["input"])
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            ddp = self.dist.wrap(model)  # None for one process
+            t0 = time.perf_counter() - seconds
+            step = start
+            self._log(f"{cfg.name}: steps {start}..{cfg.steps}, {count_parameters(model):,} parameters")
+            while step < cfg.steps and not self.stopped:
+                if self.dist.any(bool(self.callbacks.should_stop and self.callbacks.should_stop())):
+                    self.stopped = True
+                    break
+                before = rng.bit_generator.state  # an interrupted step draws its batch again on resume
+                loss = self._interruptible(switch, self._step, model, ddp, optimizer, rng)
+                if loss is None:
+                    optimizer.zero_grad(set_to_none=True)
+                    rng.bit_generator.state = before
+                    self._log(f"stopped during step {step + 1}; it is dropped, step {step} is kept")
+                    break
+                if cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                ema.update(model, step)
+                step += 1
+                # Under DDP: the global batch's loss, averaged over ranks (a collective: every rank joins).
+                loss_value = self.dist.mean(loss.detach()) if self.dist.enabled else None
+                if self.callbacks.on_step and main:
+                    info = StepInfo(
+                        step,
+                        cfg.steps,
+                        float(loss.detach()) if loss_value is None else loss_value,
+                        scheduler.get_last_lr()[0],
+                        time.perf_counter() - t0,
+                    )
+                    self.callbacks.on_step(info)
+                if (step % cfg.val_every == 0 or step == cfg.steps) and main:
+                    # a stop here keeps the finished step: its checkpoint is written below
+                    self._interruptible(switch, self._validate_with_ema, model, ema, step)
+                if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                    self._save_state(
+                        model, optimizer, scheduler, ema, rng, step, time.perf_counter() - t0, extra
+                    )
+        if self.stopped and step < cfg.steps:
+            self._log(f"stopped at step {step}")
         if step % cfg.checkpoint_every and step != cfg.steps and step > start:
             self._save_state(model, optimizer, scheduler, ema, rng, step, time.perf_counter() - t0, extra)
         return self.export(model, ema, step, time.perf_counter() - t0, extra)
 
+    def _interruptible(self, switch, work, *args):
+        """``work(*args)`` with the stop check armed inside the network; None (and ``stopped``) when
+        a stop interrupted it."""
+        try:
+            switch.armed = True
+            return work(*args)
+        except _StepInterrupted:
+            self.stopped = True
+            return None
+        finally:
+            switch.armed = False
+
+    def _step(self, model, ddp, optimizer, rng) -> torch.Tensor:
+        """Forward and backward of one batch (gradients left in the parameters); returns the loss."""
+        cfg = self.cfg
+        # Every rank draws the same global batch and keeps its slice (see distributed.py).
+        blurred, sharp = self.source.make_batch(cfg.batch_size, rng)
+        blurred, sharp = self.dist.shard(blurred), self.dist.shard(sharp)
+        blurred, sharp = blurred.to(self.device), sharp.to(self.device)
+        with autocast_context(self.device, cfg.amp):
+            outputs = model.forward_multiscale(blurred) if ddp is None else ddp(blurred)
+        loss = multiscale_l1_fft(outputs, sharp, cfg.fft_weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        return loss
+
     def _validate_with_ema(self, model, ema, step: int) -> None:
         live = {k: v.detach().clone() for k, v in model.state_dict().items()}
         ema.copy_to(model)
-        metrics = self.validate(model)
-        model.load_state_dict(live)
+        try:
+            metrics = self.validate(model)
+        finally:  # also when a stop interrupts it: training goes on from the live weights
+            model.load_state_dict(live)
         self.history.append({"step": step, "val": metrics})
         self._report_validation(step, metrics, f"step {step}")
 

@@ -1,9 +1,11 @@
-"""Training data and run bookkeeping for the fine-tune dock, from arrays the user already has (no Qt).
+"""Training data and run bookkeeping for fine-tuning on the user's own data (no Qt).
 
 Four kinds of data: a blurred + sharp pair, a z-stack whose in-focus plane is the target of the
-others, folders of TIFF pairs, and sharp-only images blurred by the simulator. Each builder returns a
-source for :class:`~napari_dgno.train.engine.Trainer` whose validation pairs come from a *held-out*
-part of the data, so the PSNR curve shows what the model learnt rather than what it memorised:
+others, folders of TIFF pairs, and sharp-only images blurred by the simulator. The fine-tune dock and
+``dgno train`` (``data: {source: folder | zstack}``, see ``batches.build_source``) build them here, so
+both hold out the same data. Each builder returns a source for
+:class:`~napari_dgno.train.engine.Trainer` whose validation pairs come from a *held-out* part of the
+data, so the PSNR curve shows what the model learnt rather than what it memorised:
 
 * several planes/images: whole planes are held out (evenly spread, so the validation set covers the
   range of blur in a stack);
@@ -12,7 +14,9 @@ part of the data, so the PSNR curve shows what the model learnt rather than what
   planes would still train on the validation targets.
 
 Shapes are checked before any pixel is read (:func:`plan_holdout`), so the dock can refuse a bad
-choice at once; the builders read the data and may run in a worker.
+choice at once; the builders read the data and may run in a worker. A pair's sharp image in other
+units than its blurred one is mapped into the blurred one's units, fitted on the whole plane before
+the split (:mod:`napari_dgno.data.units`).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from ..data.datasets import (
     fixed_validation_set,
 )
 from ..data.focus import find_focus_plane
+from ..data.units import UnitMap, fit_unit_map
 from ..errors import CheckpointError, InputError
 from ..io.checkpoint import read_metadata
 from ..registry import check_model_name, user_model_dir
@@ -66,6 +71,13 @@ class Holdout:
             held = set(self.planes)
             return [p for i, p in enumerate(planes) if i not in held], [planes[i] for i in self.planes]
         return [p[: -self.rows] for p in planes], [p[-self.rows :] for p in planes]
+
+    def split_items(self, items: list) -> tuple[list, list]:
+        """``(train, validation)`` of one value per plane (a strip's plane is in both)."""
+        if self.kind == "planes":
+            held = set(self.planes)
+            return [v for i, v in enumerate(items) if i not in held], [items[i] for i in self.planes]
+        return list(items), list(items)
 
     def describe(self) -> dict:
         out = {"method": self.kind, "fraction": self.fraction}
@@ -133,9 +145,30 @@ def _planes(array, name: str) -> list[np.ndarray]:
 class PlanePairs(PairedArrays):
     """Aligned crops from lists of 2-D blurred and sharp planes (their sizes may differ)."""
 
-    def __init__(self, blurred: list, sharp: list, patch: int = 128, seed: int = 0, augment: bool = True):
+    def __init__(
+        self,
+        blurred: list,
+        sharp: list,
+        patch: int = 128,
+        seed: int = 0,
+        augment: bool = True,
+        units: list[UnitMap] | None = None,
+    ):
         PairDataset.__init__(self, patch, seed, augment)
-        self._set_pairs(list(blurred), list(sharp))
+        self._set_pairs(list(blurred), list(sharp), units)
+
+
+def unit_maps(blurred: list, sharp: list, names: list[str]) -> list[UnitMap]:
+    """Each pair's map of the sharp plane into its blurred plane's units (whole planes)."""
+    return [fit_unit_map(b, s, n) for b, s, n in zip(blurred, sharp, names, strict=True)]
+
+
+def describe_units(units: list[UnitMap]) -> str:
+    mapped = [u for u in units if not u.same_units]
+    if not mapped:
+        return "sharp and blurred in the same units"
+    example = mapped[0].describe()
+    return f"{len(mapped)} of {len(units)} sharp images mapped to their blurred image's units ({example})"
 
 
 class HeldOutSource(DatasetSource):
@@ -160,12 +193,21 @@ def pair_source(
     """A blurred image (or stack) and its sharp version, pixel-aligned and of the same shape."""
     check_same_shape(np.shape(blurred), np.shape(sharp), names)
     holdout = plan_holdout(plane_shapes(np.shape(blurred), names[0]), patch, val_fraction, f"'{names[0]}'")
-    train_b, val_b = holdout.split(_planes(blurred, names[0]))
-    train_s, val_s = holdout.split(_planes(sharp, names[1]))
-    info = {"source": "layer pair", "blurred": names[0], "sharp": names[1], "validation": holdout.describe()}
+    planes_b, planes_s = _planes(blurred, names[0]), _planes(sharp, names[1])
+    units = unit_maps(planes_b, planes_s, [f"'{names[1]}'"] * len(planes_b))
+    train_b, val_b = holdout.split(planes_b)
+    train_s, val_s = holdout.split(planes_s)
+    train_u, val_u = holdout.split_items(units)
+    info = {
+        "source": "layer pair",
+        "blurred": names[0],
+        "sharp": names[1],
+        "units": describe_units(units),
+        "validation": holdout.describe(),
+    }
     return HeldOutSource(
-        PlanePairs(train_b, train_s, patch, seed),
-        PlanePairs(val_b, val_s, patch, seed + 1, augment=False),
+        PlanePairs(train_b, train_s, patch, seed, units=train_u),
+        PlanePairs(val_b, val_s, patch, seed + 1, augment=False, units=val_u),
         info,
     )
 
@@ -245,16 +287,18 @@ def folder_source(
     holdout = plan_holdout([p.shape for p in pairs.blurred], patch, val_fraction, str(blurred_dir))
     train_b, val_b = holdout.split(pairs.blurred)
     train_s, val_s = holdout.split(pairs.sharp)
+    train_u, val_u = holdout.split_items(pairs.units)
     info = {
         "source": "folder pairs",
         "blurred_dir": str(blurred_dir),
         "sharp_dir": str(sharp_dir),
         "files": names,
+        "units": describe_units(pairs.units),
         "validation": holdout.describe(),
     }
     return HeldOutSource(
-        PlanePairs(train_b, train_s, patch, seed),
-        PlanePairs(val_b, val_s, patch, seed + 1, augment=False),
+        PlanePairs(train_b, train_s, patch, seed, units=train_u),
+        PlanePairs(val_b, val_s, patch, seed + 1, augment=False, units=val_u),
         info,
     )
 

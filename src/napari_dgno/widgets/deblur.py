@@ -11,7 +11,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLabel, QSpinBox, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QLabel,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
 
 from .. import __version__
 from ..errors import DGNOError, InputError
@@ -19,11 +27,19 @@ from ..inference import engine
 from ..model import FLUX_VARIANTS
 from ..options import DeblurOptions
 from ..registry import default_model_name, list_models
-from .jobs import JobHandle
+from .jobs import JobHandle, cancellable_network
 from .layers import check_image_layer, spatial_kwargs
 from .messages import describe_error, notify
-from .pickers import AutoSpinBox, DeviceCombo, LayerPicker, ModelPicker, load_chosen_model, trained_label
-from .run_panel import RunPanel, report_failure
+from .pickers import (
+    AutoSpinBox,
+    DeviceCombo,
+    LayerPicker,
+    ModelPicker,
+    ThreadsSpin,
+    load_chosen_model,
+    trained_label,
+)
+from .run_panel import RunPanel, report_failure, scrolled
 
 if TYPE_CHECKING:
     import napari
@@ -95,7 +111,8 @@ def deblur_layer(
 ) -> napari.types.LayerDataTuple:
     """Deblur an image layer; returns the new layer as a LayerDataTuple (the input is not touched).
 
-    Scriptable: ``viewer._add_layer_from_data(*deblur_layer(viewer.layers["img"], "my-model"))``.
+    Scriptable: ``data, kwargs, _ = deblur_layer(viewer.layers["img"], "my-model")`` then
+    ``viewer.add_image(data, **kwargs)``.
     Bad layers raise :class:`~napari_dgno.errors.InputError` with a one-line reason.
     """
 
@@ -115,7 +132,7 @@ def deblur_layer(
 
 def _requested(options: DeblurOptions) -> dict:
     """The options as the user set them, for the output layer's metadata."""
-    keys = ("element_size", "flux", "device", "tile", "overlap", "self_ensemble")
+    keys = ("element_size", "flux", "device", "tile", "overlap", "self_ensemble", "threads")
     return {k: getattr(options, k) for k in keys}
 
 
@@ -199,8 +216,7 @@ class DeblurWidget(QWidget):
         self.trained.setWordWrap(True)
 
         self.device = DeviceCombo(self)
-        self.detected = QLabel(f"detected: {self.device.detected}", self)
-        self.detected.setWordWrap(True)
+        self.threads = ThreadsSpin(self)
         self.tile = AutoSpinBox(0, 16384, 64, self)
         self.tile.setToolTip("Tile side for large images (auto: whole plane when it fits)")
         self.overlap = AutoSpinBox(-1, 4096, 8, self)
@@ -222,14 +238,16 @@ class DeblurWidget(QWidget):
         form.addRow("flux", self.flux)
         form.addRow("", self.trained)
         form.addRow("device", self.device)
-        form.addRow("", self.detected)
+        form.addRow("CPU threads", self.threads)
         form.addRow("tile", self.tile)
         form.addRow("overlap", self.overlap)
         form.addRow("", self.self_ensemble)
-        box = QVBoxLayout(self)
+        content = QWidget(self)
+        box = QVBoxLayout(content)
         box.addLayout(form)
         box.addWidget(self.panel)
         box.addStretch(1)
+        scrolled(self, content)
 
         self.model_picker.changed.connect(self._model_changed)
         self.element_size.valueChanged.connect(self._update_trained)
@@ -289,6 +307,7 @@ class DeblurWidget(QWidget):
             "tile": self.tile.auto_value(),
             "overlap": self.overlap.auto_value(),
             "self_ensemble": self.self_ensemble.isChecked(),
+            "threads": self.threads.value_or_none(),
         }
 
     def run(self) -> JobHandle | None:
@@ -313,7 +332,8 @@ class DeblurWidget(QWidget):
 
         def job(progress, cancel):
             model = load_chosen_model(s["model"], s["device"])
-            out, report = engine.restore(data, model, options, progress=progress, cancel=cancel)
+            with cancellable_network(model, cancel):
+                out, report = engine.restore(data, model, options, progress=progress, cancel=cancel)
             return output_layer_tuple(source, out, report.to_dict(), _requested(options))
 
         return self.panel.start(job, f"deblurring {layer.name}", self._add_result, planes=planes)

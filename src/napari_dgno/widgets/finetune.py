@@ -16,17 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QDoubleSpinBox,
     QFormLayout,
-    QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QMessageBox,
     QPushButton,
     QSpinBox,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -38,8 +39,8 @@ from ..train.engine import Callbacks, Trainer
 from ..train.state import checkpoints
 from .jobs import JobHandle, start_job
 from .messages import notify
-from .pickers import DeviceCombo, ModelPicker, models_changed
-from .run_panel import TrainPanel, report_failure
+from .pickers import DeviceCombo, ModelPicker, ThreadsSpin, models_changed
+from .run_panel import TrainPanel, narrow, report_failure, scrolled
 from .training_data import TrainingDataBox
 from .training_plot import TrainingPlot, theme_colors
 
@@ -85,6 +86,7 @@ class FinetuneWidget(QWidget):
         self._run: RunState | None = None
         self._last_step = None  # the newest StepInfo, for the speed and time-left estimate
         self._t0 = time.monotonic()
+        self._resumed_at = 0  # the step a resumed run continued from (0: a new run)
 
         # -- training data
         self.data = TrainingDataBox(napari_viewer, self)
@@ -111,6 +113,7 @@ class FinetuneWidget(QWidget):
         self.seed = QSpinBox(self)
         self.seed.setRange(0, 2**31 - 1)
         self.device = DeviceCombo(self)
+        self.threads = ThreadsSpin(self)
         self.run_name = QLineEdit(self)
         self.run_name.setToolTip("Name of the run folder (checkpoints) and of the model it exports")
 
@@ -124,9 +127,10 @@ class FinetuneWidget(QWidget):
         self.save_button.setToolTip("Add the trained model to your models (Deblur lists it at once)")
         self.stats = QLabel("", self)
         self.stats.setWordWrap(True)
+        narrow(self.stats)
         self.plot = TrainingPlot(theme_colors(napari_viewer), self)
 
-        self.settings_box = QGroupBox("Model and settings", self)
+        self.settings_box = QWidget(self)
         form = QFormLayout(self.settings_box)
         form.addRow("base model", self.model_picker)
         form.addRow("", self.fresh)
@@ -136,18 +140,26 @@ class FinetuneWidget(QWidget):
         form.addRow("learning rate", self.lr)
         form.addRow("seed", self.seed)
         form.addRow("device", self.device)
+        form.addRow("CPU threads", self.threads)
         form.addRow("run name", self.run_name)
+        # Data and settings as tabs: stacked, they pushed Save off a 1000-px screen.
+        self.tabs = QTabWidget(self)
+        self.tabs.addTab(self.data, "Training data")
+        self.tabs.addTab(self.settings_box, "Model and settings")
         save_row = QHBoxLayout()
         save_row.addWidget(self.save_name, 1)
         save_row.addWidget(self.save_button)
-        box = QVBoxLayout(self)
-        box.addWidget(self.data)
-        box.addWidget(self.settings_box)
-        box.addWidget(self.panel)
-        box.addWidget(self.resume_button)
+        run_row = QHBoxLayout()
+        run_row.addWidget(self.panel, 1)
+        run_row.addWidget(self.resume_button, 0, Qt.AlignmentFlag.AlignTop)
+        content = QWidget(self)
+        box = QVBoxLayout(content)
+        box.addWidget(self.tabs)
+        box.addLayout(run_row)
         box.addWidget(self.stats)
         box.addWidget(self.plot, 1)
         box.addLayout(save_row)
+        scrolled(self, content)
         self.data.detect_button.clicked.connect(self.detect_focus)
         self.fresh.toggled.connect(self._fresh_toggled)
         self.model_picker.changed.connect(self._update_run_name)
@@ -224,7 +236,7 @@ class FinetuneWidget(QWidget):
             output_dir=folder,
             preset=self.fresh_preset,
             data={"source": self.data.mode.currentData()},
-            **self.config_overrides,
+            **{"threads": self.threads.value_or_none(), **self.config_overrides},
         )
 
     # -- running
@@ -244,6 +256,7 @@ class FinetuneWidget(QWidget):
             return None
         self.plot.clear()
         self.stats.setText("")
+        self._last_step = None
         return self._start(RunState(cfg), build, resume=False)
 
     def resume(self) -> JobHandle | None:
@@ -290,6 +303,7 @@ class FinetuneWidget(QWidget):
         handle.finished.connect(lambda: self._finished(run, outcome))
         self._run = run
         self._t0 = time.monotonic()
+        self._resumed_at = run.steps_done if resume else 0
         self.save_name.setPlaceholderText(cfg.name)
         self._update_buttons()
         return handle
@@ -343,8 +357,12 @@ class FinetuneWidget(QWidget):
             )
         else:
             psnr = f", val PSNR {self.plot.psnrs[-1]:.2f} dB" if self.plot.psnrs else ""
+            # Wall time of the whole run, earlier parts before a Stop included (the engine counts it).
+            info = self._last_step
+            seconds = info.seconds if info is not None else time.monotonic() - self._t0
+            resumed = f", resumed at step {self._resumed_at}" if self._resumed_at else ""
             self.panel.show_message(
-                f"trained {run.steps_done} steps in {_duration(time.monotonic() - self._t0)}{psnr}. "
+                f"trained {run.steps_done} steps in {_duration(seconds)}{resumed}{psnr}. "
                 "Save the model to use it in Deblur."
             )
         self._update_buttons()
@@ -395,7 +413,12 @@ def _duration(seconds: float) -> str:
 def _describe_data(info: dict) -> str:
     val = info.get("validation", {})
     held = f"planes {val['planes']}" if "planes" in val else val.get("rows", "")
-    return f"{info.get('source', '?')}, validation on {held}"
+    parts = [str(info.get("source", "?"))]
+    if "focus_index" in info:
+        parts.append(f"in-focus plane {info['focus_index']} ({info.get('focus', 'chosen')})")
+    if "units" in info:
+        parts.append(str(info["units"]))
+    return ", ".join(parts) + f"; validation on {held}"
 
 
 __all__ = ["FinetuneWidget"]

@@ -3,6 +3,7 @@ thread worker with progress, cancellation and one handle whose signals report ho
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -162,3 +163,17 @@ def start_job(job: Callable, description: str, *, activity: bool = True, events:
 
 
 _RUNNING: set[JobHandle] = set()
+
+
+def cancellable_network(model, cancel: Callable[[], bool]):
+    """A context in which ``model``'s network raises :class:`Cancelled` inside its forward pass as
+    soon as ``cancel()`` is true: Cancel then lands within one layer, not one tile (a tile can take
+    many seconds on a busy CPU). ``model``: a loaded ``DeblurModel`` or a bare network."""
+    import torch
+
+    from ..model.interrupt import interruptible
+
+    net = getattr(model, "net", model)
+    if not isinstance(net, torch.nn.Module):
+        return contextlib.nullcontext()
+    return interruptible(net, cancel, lambda: Cancelled("cancelled"))

@@ -24,20 +24,21 @@ from .. import __version__
 from ..errors import DGNOError, InputError
 from ..model import FLUX_VARIANTS
 from ..overlays import (
+    OVERLAY_SMOOTH,
     ElementGrid,
     ElementOverlays,
     compute_overlays,
-    element_map_transform,
+    element_map,
     element_rectangles,
     mosaic,
     mosaic_transform,
     normalize_for_display,
 )
 from ..physics.fit import default_z_grid
-from .jobs import JobHandle
+from .jobs import JobHandle, cancellable_network
 from .layers import check_image_layer, current_plane_index, is_output_layer
 from .pickers import AutoSpinBox, DeviceCombo, LayerPicker, ModelPicker, load_chosen_model, trained_label
-from .run_panel import RunPanel, report_failure
+from .run_panel import RunPanel, report_failure, scrolled
 
 if TYPE_CHECKING:
     import napari
@@ -45,7 +46,10 @@ if TYPE_CHECKING:
 METADATA_KEY = "napari_dgno_overlay"
 PARTS = ("kernels", "psfs", "grid", "defocus")
 KERNEL_CONTRAST = 0.3  # display range of peak-normalised kernels
-MAX_TEXT_ELEMENTS = 144  # above this, per-element text would overlap at full view (toggle it on)
+MOSAIC_OPACITY = 0.7  # kernel/PSF mosaics are added over the image (additive): it stays visible
+MAX_TEXT_ELEMENTS = 2000  # above this, per-element text costs more to draw than it tells (hover shows it)
+MIN_CONFIDENCE = 0.1  # below: too little signal to pin a PSF; the element is greyed out
+LOW_CONFIDENCE_FACE = (0.45, 0.45, 0.45, 0.55)  # grey veil over elements without a reliable fit
 
 
 def _edge_colormap():
@@ -73,8 +77,12 @@ def overlay_layer_tuples(
 
     * ``kernels``/``psfs``: k×k tiles per element, each normalised to its peak, as one mosaic image
       whose pixels are ``E / k`` image pixels wide and aligned so tile (i, j) covers element (i, j);
-    * ``grid``: one rectangle per element with the per-element features, coloured by defocus;
+    * ``grid``: one rectangle per element with the per-element features, edges coloured by defocus,
+      elements whose fit has too little signal (confidence < ``MIN_CONFIDENCE``) greyed out;
     * ``defocus``: one value (µm) per element, each covering its element.
+
+    Mosaics are semi-transparent over the image; a partial last row/column of elements is drawn at
+    its true size.
     """
     e, k = result.element_size, result.kernel_size
     scale = tuple(float(v) for v in source["scale"][-2:])
@@ -94,24 +102,33 @@ def overlay_layer_tuples(
         }
     }
     rows, cols = result.grid_shape
-    grid = ElementGrid((int(source["shape"][-2]), int(source["shape"][-1])), e)
+    shape = (int(source["shape"][-2]), int(source["shape"][-1]))
+    grid = ElementGrid(shape, e)
     if (grid.rows, grid.cols) != (rows, cols):
         raise ValueError(f"overlay grid {rows}x{cols} does not match the layer's {grid.rows}x{grid.cols}")
+    confidence = result.features()["confidence"].reshape(rows, cols)
+    confident = confidence >= MIN_CONFIDENCE
+    top = float(max(np.nanmax(result.defocus_um), 1e-3))
     out = []
     m_scale, m_translate = mosaic_transform(scale, translate, e, k)
+    mosaic_style = {
+        "scale": m_scale,
+        "translate": m_translate,
+        "blending": "additive",
+        "opacity": MOSAIC_OPACITY,
+    }
     if "kernels" in parts:
         out.append(
             (
-                mosaic(normalize_for_display(result.kernels)),
+                mosaic(normalize_for_display(result.kernels), shape, e),
                 {
                     "name": f"{base} kernels",
-                    "scale": m_scale,
-                    "translate": m_translate,
                     # dark at 0: the faint spread and negative rings glow (red > 0, blue < 0);
                     # the peak (1) saturates on purpose
                     "colormap": "twilight",
                     "contrast_limits": (-KERNEL_CONTRAST, KERNEL_CONTRAST),
                     "metadata": meta,
+                    **mosaic_style,
                     **common,
                 },
                 "image",
@@ -120,26 +137,25 @@ def overlay_layer_tuples(
     if "psfs" in parts:
         out.append(
             (
-                mosaic(normalize_for_display(result.psfs)),
+                mosaic(normalize_for_display(result.psfs), shape, e),
                 {
                     "name": f"{base} PSFs",
-                    "scale": m_scale,
-                    "translate": m_translate,
                     "colormap": "inferno",
                     "contrast_limits": (0.0, 1.0),
                     "visible": "kernels" not in parts,
                     "metadata": meta,
+                    **mosaic_style,
                     **common,
                 },
                 "image",
             )
         )
     if "defocus" in parts:
-        d_scale, d_translate = element_map_transform(scale, translate, e)
-        top = float(max(np.nanmax(result.defocus_um), 1e-3))
+        values, factor = element_map(result.defocus_um.astype(np.float32), shape, e)
+        d_scale, d_translate = mosaic_transform(scale, translate, e, factor)
         out.append(
             (
-                result.defocus_um.astype(np.float32),
+                values,
                 {
                     "name": f"{base} fitted defocus (µm)",
                     "scale": d_scale,
@@ -155,7 +171,17 @@ def overlay_layer_tuples(
             )
         )
     if "grid" in parts:
-        top = float(max(np.nanmax(result.defocus_um), 1e-3))
+        features = result.features()
+        features["label"] = np.array(
+            [
+                f"{z:.1f}" if ok else ""
+                for z, ok in zip(features["defocus_um"], confident.ravel(), strict=True)
+            ]
+        )
+        edges = _edge_colormap().map(np.clip(features["defocus_um"] / top, 0.0, 1.0))
+        edges[~confident.ravel()] = (0.5, 0.5, 0.5, 1.0)
+        faces = np.zeros((rows * cols, 4), dtype=np.float32)
+        faces[~confident.ravel()] = LOW_CONFIDENCE_FACE
         out.append(
             (
                 element_rectangles(grid),
@@ -164,19 +190,19 @@ def overlay_layer_tuples(
                     "shape_type": "rectangle",
                     "scale": scale,
                     "translate": translate,
-                    "features": result.features(),
-                    "face_color": "transparent",
-                    "edge_color": "defocus_um",
-                    "edge_colormap": _edge_colormap(),
-                    "edge_contrast_limits": (0.0, top),
+                    "features": features,
+                    "face_color": faces,
+                    "edge_color": edges,
                     "edge_width": max(e / 16, 0.5),
+                    # µm of confident elements; sized in data units (scaling) to fit inside an
+                    # element, so labels never overlap at any zoom. Hovering shows every feature.
                     "text": {
-                        "string": "{defocus_um:.1f} µm",
+                        "string": "{label}",
                         "visible": rows * cols <= MAX_TEXT_ELEMENTS,
-                        "size": 8,
+                        "size": max(e / 5, 1.0),
+                        "scaling": True,
                         "color": "white",
-                        "anchor": "upper_left",
-                        "translation": [e * 0.12, e * 0.08],
+                        "anchor": "center",
                     },
                     "metadata": meta,
                     **common,
@@ -216,6 +242,15 @@ class OverlayWidget(QWidget):
         self.max_defocus.setValue(32.0)
         self.max_defocus.setSuffix(" µm")
         self.max_defocus.setToolTip("Largest defocus the PSF fit considers (0.5 µm steps)")
+        self.smooth = QDoubleSpinBox(self)
+        self.smooth.setRange(0.0, 5.0)
+        self.smooth.setSingleStep(0.5)
+        self.smooth.setValue(OVERLAY_SMOOTH)
+        self.smooth.setSuffix(" elements")
+        self.smooth.setToolTip(
+            "How far neighbouring elements' PSF fits inform each element's defocus (0: each alone). "
+            "Elements with too little signal take their neighbours' value and are greyed out"
+        )
         self.device = DeviceCombo(self)
         self.parts = {
             "kernels": QCheckBox("learned kernels", self),
@@ -234,15 +269,18 @@ class OverlayWidget(QWidget):
         form.addRow("flux", self.flux)
         form.addRow("kernel size", self.kernel_size)
         form.addRow("max defocus", self.max_defocus)
+        form.addRow("smoothing", self.smooth)
         form.addRow("device", self.device)
         checks = QGridLayout()
         for i, box in enumerate(self.parts.values()):
             checks.addWidget(box, i // 2, i % 2)
-        box = QVBoxLayout(self)
+        content = QWidget(self)
+        box = QVBoxLayout(content)
         box.addLayout(form)
         box.addLayout(checks)
         box.addWidget(self.panel)
         box.addStretch(1)
+        scrolled(self, content)
 
         self.model_picker.changed.connect(self._model_changed)
         self.panel.run_requested.connect(self.run)
@@ -272,6 +310,7 @@ class OverlayWidget(QWidget):
             "flux": self.flux.currentData(),
             "kernel_size": None if k == "auto" else int(k),
             "max_defocus_um": float(self.max_defocus.value()),
+            "smooth": float(self.smooth.value()),
             "device": self.device.value(),
             "parts": tuple(name for name, box in self.parts.items() if box.isChecked()),
         }
@@ -306,17 +345,19 @@ class OverlayWidget(QWidget):
         def job(progress, cancel):
             model = load_chosen_model(s["model"], s["device"])
             image = np.asarray(data[plane], dtype=np.float32)  # reads one plane of a dask array
-            result = compute_overlays(
-                model,
-                image,
-                s["element_size"],
-                s["flux"],
-                kernel_size=s["kernel_size"],
-                device=s["device"],
-                z_grid=default_z_grid(s["max_defocus_um"]),
-                progress=progress,
-                cancel=cancel,
-            )
+            with cancellable_network(model, cancel):
+                result = compute_overlays(
+                    model,
+                    image,
+                    s["element_size"],
+                    s["flux"],
+                    kernel_size=s["kernel_size"],
+                    device=s["device"],
+                    z_grid=default_z_grid(s["max_defocus_um"]),
+                    smooth=s["smooth"],
+                    progress=progress,
+                    cancel=cancel,
+                )
             settings = {"model": model_name, "device": s["device"]}
             return overlay_layer_tuples(result, source, plane, s["parts"], settings)
 
@@ -331,8 +372,8 @@ class OverlayWidget(QWidget):
             name = kwargs["name"]
             if name in self.viewer.layers and METADATA_KEY in self.viewer.layers[name].metadata:
                 self.viewer.layers.remove(name)  # a re-run replaces its own earlier overlay
-            layer = self.viewer._add_layer_from_data(data, kwargs, kind)
-            names.append(layer[0].name if isinstance(layer, list) else name)
+            layer = getattr(self.viewer, f"add_{kind}")(data, **kwargs)  # public API only
+            names.append(layer.name)
         self.panel.show_message("added " + ", ".join(f"'{n}'" for n in names))
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt API)

@@ -4,6 +4,7 @@ and spin boxes with an "auto" value."""
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,11 +16,12 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLineEdit,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QWidget,
 )
 
-from ..devices import available_devices, resolve_device
+from ..devices import available_devices, default_threads, resolve_device
 from ..errors import DGNOError, InputError
 from ..io.checkpoint import checkpoint_paths, read_metadata
 from ..registry import DeblurModel, list_models, load_model
@@ -62,12 +64,15 @@ class LayerPicker(QComboBox):
         parent: QWidget | None = None,
         exclude: Callable[[Any], bool] | None = None,
         follow_active: bool = True,
+        follow_if: Callable[[Any], bool] | None = None,
     ):
         super().__init__(parent)
         self.viewer = viewer
         self.types = tuple(types)
         self.exclude = exclude
+        self.follow_if = follow_if  # follow the active layer only when it passes (e.g. stacks only)
         self.setToolTip("The layer to work on")
+        compact(self)
         events = viewer.layers.events
         for name in ("inserted", "removed", "reordered"):
             getattr(events, name).connect(self._refresh)
@@ -90,6 +95,7 @@ class LayerPicker(QComboBox):
         self.clear()
         for layer in self._layers():
             self.addItem(layer.name, layer)
+            self.setItemData(self.count() - 1, layer.name, Qt.ItemDataRole.ToolTipRole)
             # names change: keep the label in sync
             layer.events.name.connect(self._rename)
         if current is not None:
@@ -106,13 +112,28 @@ class LayerPicker(QComboBox):
     def _chosen(self, index: int) -> None:
         self._hand_picked = self.itemData(index)
 
+    def chosen_by_hand(self) -> bool:
+        """True while the layer the user picked in this combo box is still in the viewer."""
+        if self._hand_picked is None:
+            return False
+        if any(same_layer(self._hand_picked, self.itemData(i)) for i in range(self.count())):
+            return True
+        self._hand_picked = None
+        return False
+
+    def layers(self) -> list:
+        """The layers offered, in the layer list's order."""
+        return [self.itemData(i) for i in range(self.count())]
+
     def _follow_active(self, event=None) -> None:
         if self._hand_picked is not None:
             if any(same_layer(self._hand_picked, self.itemData(i)) for i in range(self.count())):
                 return  # the user picked a layer in this dock: keep it until it goes away
             self._hand_picked = None
         active = self.viewer.layers.selection.active
-        if active is not None and self._accepts(active) and not is_output_layer(active):
+        if active is None or not self._accepts(active) or is_output_layer(active):
+            return
+        if self.follow_if is None or self.follow_if(active):
             self.set_layer(active)
 
     def layer(self):
@@ -186,6 +207,7 @@ class ModelPicker(QWidget):
         self.combo.setToolTip(
             "Shipped models, your fine-tuned models (found automatically), or any checkpoint file"
         )
+        compact(self.combo)
         self.refresh_button = QPushButton("↻", self)
         self.refresh_button.setToolTip("Look for new models (e.g. after fine-tuning)")
         self.refresh_button.setFixedWidth(28)
@@ -357,6 +379,7 @@ class DeviceCombo(QComboBox):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
 
+        compact(self, 10)
         devices = available_devices()
         auto = str(resolve_device("auto"))
         self.addItem(f"auto ({auto})", "auto")
@@ -367,6 +390,35 @@ class DeviceCombo(QComboBox):
 
     def value(self) -> str:
         return self.currentData() or "auto"
+
+
+class ThreadsSpin(QSpinBox):
+    """CPU threads for a run: "auto" (``$NAPARI_DGNO_THREADS``, else torch's setting) or a number.
+
+    Why a choice: on a machine where something else runs, fewer threads are often much faster (and
+    Stop quicker) than as many threads as cores."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setRange(0, max(os.cpu_count() or 1, 1))
+        self.setSpecialValueText(f"auto ({default_threads()})")
+        self.setValue(0)
+        self.setToolTip(
+            "CPU threads (auto: $NAPARI_DGNO_THREADS if set, else all cores); "
+            "fewer is often faster when other programs are busy"
+        )
+
+    def value_or_none(self) -> int | None:
+        """None for auto, else the number chosen."""
+        return None if self.value() == 0 else int(self.value())
+
+
+def compact(combo: QComboBox, characters: int = 14) -> None:
+    """Keep a combo box narrow whatever its entries (long names are elided; the tooltip has them):
+    without it, one long file name makes a dock half the window wide."""
+    combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(characters)
+    combo.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
 
 
 class AutoSpinBox(QSpinBox):

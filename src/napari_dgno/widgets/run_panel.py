@@ -7,9 +7,12 @@ from collections.abc import Callable
 
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (
+    QFrame,
     QLabel,
     QProgressBar,
     QPushButton,
+    QScrollArea,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
@@ -45,6 +48,7 @@ class RunPanel(QWidget):
         self.detail = QLabel("", self)  # "plane 2/5 · tile 3/4"
         self.status = QLabel("", self)
         self.status.setWordWrap(True)
+        narrow(self.status)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         box = QVBoxLayout(self)
         box.setContentsMargins(0, 0, 0, 0)
@@ -144,6 +148,26 @@ def report_failure(panel: RunPanel | None, exc: BaseException) -> str:
         panel.show_message(message, level)
     notify(message, level)
     return message
+
+
+def narrow(label: QLabel) -> None:
+    """A wrapped label that never widens its dock (a long path or layer name would)."""
+    label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+    label.setMinimumWidth(50)
+
+
+def scrolled(dock: QWidget, content: QWidget) -> QScrollArea:
+    """Put ``content`` in a scroll area filling ``dock``: docks stacked on a small screen (1280x1000)
+    shrink and scroll instead of pushing their buttons off-screen."""
+    area = QScrollArea(dock)
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    area.setWidget(content)
+    box = QVBoxLayout(dock)
+    box.setContentsMargins(0, 0, 0, 0)
+    box.addWidget(area)
+    return area
 
 
 class TrainPanel(RunPanel):

@@ -1,5 +1,12 @@
 """The fine-tune dock's "Training data" box: which data, in which of four forms, and how much to hold
-out; it checks a choice from shapes alone and returns what the worker will build."""
+out; it checks a choice from shapes alone and returns what the worker will build.
+
+Defaults that make sense for each form, so a user who opens a blurred and a sharp image can press
+Train: the blurred picker follows napari's selection; the sharp picker (pair) and the sharp-images
+picker (simulated blur) take the sharpest-looking other layer (:func:`layer_sharpness`), the z-stack
+picker a layer with several planes, and the in-focus plane is found in the stack ("auto"), not
+assumed. A layer picked by hand in a picker stays picked.
+"""
 
 from __future__ import annotations
 
@@ -18,11 +25,34 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..data.focus import find_focus_plane
+from ..data.focus import find_focus_plane, focus_measure
 from ..errors import InputError
 from ..train import user_data as ls
 from .layers import check_image_layer
 from .pickers import FolderEdit, LayerPicker, same_layer
+
+SHARPNESS_CROP = 256  # px: the sharpness of a layer is judged on the centre of one plane (fast)
+CLEARLY_SHARPER = 2.0  # a focus measure this many times another's: that layer is the sharp one
+
+
+def layer_sharpness(layer) -> float:
+    """How sharp a layer looks (normalised variance of the Laplacian, :func:`focus_measure`) on the
+    centre of its middle plane: cheap enough for the GUI thread, even for a dask stack."""
+    data = layer.data
+    shape = data.shape
+    index = tuple(n // 2 for n in shape[:-2])
+    h, w = shape[-2:]
+    y0, x0 = max(0, (h - SHARPNESS_CROP) // 2), max(0, (w - SHARPNESS_CROP) // 2)
+    crop = np.asarray(data[index + (slice(y0, y0 + SHARPNESS_CROP), slice(x0, x0 + SHARPNESS_CROP))])
+    if crop.ndim != 2 or min(crop.shape) < 3 or not np.issubdtype(crop.dtype, np.number):
+        return -np.inf
+    value = focus_measure(crop.astype(np.float64))
+    return value if np.isfinite(value) else -np.inf
+
+
+def _is_stack(layer) -> bool:
+    return len(layer.data.shape) == 3 and layer.data.shape[0] >= 2 and not getattr(layer, "rgb", False)
+
 
 if TYPE_CHECKING:
     import napari
@@ -48,7 +78,7 @@ class TrainingDataBox(QGroupBox):
         self.pages = QStackedWidget(self)
         self.blurred_picker = LayerPicker(napari_viewer, (Image,), self)
         self.sharp_picker = LayerPicker(napari_viewer, (Image,), self, follow_active=False)
-        self.stack_picker = LayerPicker(napari_viewer, (Image,), self)
+        self.stack_picker = LayerPicker(napari_viewer, (Image,), self, follow_if=_is_stack)
         self.focus = QSpinBox(self)
         self.focus.setRange(-1, 100_000)
         self.focus.setSpecialValueText("auto (sharpest plane)")
@@ -90,6 +120,62 @@ class TrainingDataBox(QGroupBox):
         form.addRow(self.pages)
         form.addRow("validation", self.val_fraction)
         self.mode.currentIndexChanged.connect(self.pages.setCurrentIndex)
+        self._sharpness: dict[int, tuple[tuple, float]] = {}
+        self._choosing = False
+        for name in ("inserted", "removed"):
+            getattr(napari_viewer.layers.events, name).connect(self.choose_defaults)
+        self.blurred_picker.currentIndexChanged.connect(self.choose_defaults)
+        self.choose_defaults()
+
+    # -- defaults
+    def _sharp(self, layer) -> float:
+        key, shape = id(getattr(layer, "__wrapped__", layer)), tuple(layer.data.shape)
+        cached = self._sharpness.get(key)
+        if cached is None or cached[0] != shape:
+            cached = self._sharpness[key] = (shape, layer_sharpness(layer))
+        return cached[1]
+
+    def choose_defaults(self, *_) -> None:
+        """Pick sensible layers in every picker the user has not set by hand (see the module doc)."""
+        if self._choosing:
+            return
+        self._choosing = True
+        try:
+            self._choose_pair()
+            if not self.clean_picker.chosen_by_hand() and self.clean_picker.layers():
+                self.clean_picker.set_layer(max(self.clean_picker.layers(), key=self._sharp))
+            current = self.stack_picker.layer()
+            if not self.stack_picker.chosen_by_hand() and (current is None or not _is_stack(current)):
+                stacks = [x for x in self.stack_picker.layers() if _is_stack(x)]
+                if stacks:
+                    self.stack_picker.set_layer(stacks[-1])
+        finally:
+            self._choosing = False
+
+    def _choose_pair(self) -> None:
+        """Sharp: the sharpest other layer, of the blurred one's shape if there is one. When the layer
+        selected in napari (which "blurred" follows) is clearly the sharper of the two, it goes into
+        "sharp" and its partner into "blurred"."""
+        if self.sharp_picker.chosen_by_hand():
+            return
+        blurred = self.blurred_picker.layer()
+        others = [x for x in self.sharp_picker.layers() if not same_layer(x, blurred)]
+        if blurred is not None:
+            same = [x for x in others if tuple(x.data.shape) == tuple(blurred.data.shape)]
+            others = same or others
+        if not others:
+            return
+        partner = max(others, key=self._sharp)
+        swap = (
+            blurred is not None
+            and not self.blurred_picker.chosen_by_hand()
+            and self._sharp(blurred) > CLEARLY_SHARPER * max(self._sharp(partner), 0.0)
+        )
+        if swap:
+            self.blurred_picker.set_layer(partner)
+            self.sharp_picker.set_layer(blurred)
+        else:
+            self.sharp_picker.set_layer(partner)
 
     def _page(self, *rows) -> QWidget:
         page = QWidget(self)

@@ -5,11 +5,16 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QLabel,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
+)
+
+PLACEHOLDER = (
+    "Training loss and validation PSNR (against the blurred input's) are plotted here once training starts."
 )
 
 
@@ -31,13 +36,20 @@ class TrainingPlot(QWidget):
         self.input_psnr = math.nan
         box = QVBoxLayout(self)
         box.setContentsMargins(0, 0, 0, 0)
+        # Before the first step: a line of text, not empty axes that look like a broken plot.
+        self.placeholder = QLabel(PLACEHOLDER, self)
+        self.placeholder.setWordWrap(True)
+        self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.placeholder.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.placeholder.setMinimumHeight(60)
+        box.addWidget(self.placeholder)
         self.canvas = None
         try:
             from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
             from matplotlib.figure import Figure
             from matplotlib.ticker import FormatStrFormatter
         except ImportError:
-            box.addWidget(QLabel("(install matplotlib for a live plot)", self))
+            self.placeholder.setText(PLACEHOLDER + " (Install matplotlib for a live plot.)")
             return
         fg, bg = colors["text"], colors["background"]
         figure = Figure(figsize=(3.6, 2.4), dpi=90, facecolor=bg, layout="constrained")
@@ -68,7 +80,8 @@ class TrainingPlot(QWidget):
         for text in legend.get_texts():
             text.set_color(fg)
         self.canvas = FigureCanvasQTAgg(figure)
-        self.canvas.setMinimumHeight(200)
+        self.canvas.setMinimumHeight(170)
+        self.canvas.hide()
         box.addWidget(self.canvas)
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
@@ -101,12 +114,20 @@ class TrainingPlot(QWidget):
         return np.asarray(out)
 
     def _schedule(self) -> None:
-        if self.canvas is not None and not self._timer.isActive():
+        if not self.placeholder.isHidden():
+            self.redraw()  # the first point: swap the placeholder for the plot at once
+        elif self.canvas is not None and not self._timer.isActive():
             self._timer.start()
 
+    @property
+    def has_data(self) -> bool:
+        return bool(self.steps or self.psnrs)
+
     def redraw(self) -> None:
+        self.placeholder.setVisible(not self.has_data)
         if self.canvas is None:
             return
+        self.canvas.setVisible(self.has_data)
         self.raw_line.set_data(self.steps, self.losses)
         self.loss_line.set_data(self.steps, self.smoothed())
         self.psnr_line.set_data(self.val_steps, self.psnrs)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from napari_dgno import deblur, load_model
+from napari_dgno import DeblurOptions, deblur, load_model
+from napari_dgno.inference.engine import restore
 from napari_dgno.samples import load_defocused_nuclei
 
 
@@ -30,3 +31,10 @@ def test_whole_and_tiled_agree_on_the_shipped_default(mosaic_and_whole, tile):
     inner = (slice(32, -32), slice(32, -32))
     worst = float(np.abs(tiled - whole)[inner].max()) / span
     assert worst < 0.005, f"tile {tile}: whole and tiled differ by {100 * worst:.2f} % of the range"
+
+
+def test_a_tile_below_the_reach_is_raised_and_said(mosaic_and_whole):
+    model, mosaic, _ = mosaic_and_whole
+    assert model.net.min_tile() == 384
+    _, report = restore(mosaic[:512, :512], model, DeblurOptions(tile=128, device="cpu"))
+    assert report.tile == 384 and report.overlap == 192
