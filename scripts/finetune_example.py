@@ -9,7 +9,8 @@ Reproducible end to end (fixed seeds), through the same path a user takes (``dgn
    *training* slices, held-out test pairs from its *test* slices (other nuclei, never trained on).
    Blurred images are written as uint16 camera frames, sharp ones as float32 in the same units.
 2. ``dgno train`` fine-tunes the base model on the training folder (≤ 200 steps of batch 8 at 128²;
-   whole training images are held out for validation, as the fine-tune dock does).
+   whole training images are held out for validation, as the fine-tune dock does; the test images
+   are used for nothing but the final numbers).
 3. The shipped and the fine-tuned model restore every held-out test image; PSNR (data range from the
    ground truth) is reported as mean ± standard error, with the paired gain.
 
@@ -33,9 +34,10 @@ from pathlib import Path
 import numpy as np
 import tifffile
 import yaml
+from skimage.transform import resize
 
 import napari_dgno
-from napari_dgno.data.clean_images import cells3d_images
+from napari_dgno.data.clean_images import CELLS3D_PIXEL_UM, cells3d_region
 from napari_dgno.metrics import psnr_ssim
 from napari_dgno.physics.depth import DepthConfig
 from napari_dgno.physics.psf import Optics
@@ -82,13 +84,28 @@ def simulation(args) -> SimulationConfig:
     return SimulationConfig(optics=optics, depth=depth)
 
 
-def simulate_pairs(clean: np.ndarray, n: int, config: SimulationConfig, seed: int):
-    """``n`` (blurred uint16 ADU, sharp float32 ADU) pairs, cycling over the clean slices."""
+def clean_slices(split: str, n: int, pixel_um: float) -> list[np.ndarray]:
+    """``n`` distinct in-focus slices of one cells3d region (spread over its z range), resampled
+    from 0.26 µm pixels to ``pixel_um``, in relative units."""
+    region = cells3d_region(split)
+    if n > len(region):
+        raise SystemExit(f"the {split} region has {len(region)} slices; asked for {n}")
+    zoom = CELLS3D_PIXEL_UM[-1] / pixel_um
+    shape = tuple(round(s * zoom) for s in region.shape[1:])
+    out = []
+    for z in np.linspace(0, len(region) - 1, n).round().astype(int):
+        image = relative_intensity(region[z].astype(np.float32))
+        image = resize(image, shape, order=3, anti_aliasing=zoom < 1, preserve_range=True)
+        out.append(np.clip(image, 0.0, None).astype(np.float32))
+    return out
+
+
+def simulate_pairs(clean: list[np.ndarray], config: SimulationConfig, seed: int):
+    """One (blurred uint16 ADU, sharp float32 ADU) pair per clean image, each its own depth map."""
     rng = np.random.default_rng(seed)
     r = config.margin
     pairs = []
-    for i in range(n):
-        image = relative_intensity(clean[i % len(clean)].astype(np.float32))
+    for image in clean:
         # the PSF radius of real context on each side (reflected where the slice is too small)
         padded = np.pad(image, r, mode="reflect")
         out = simulate_batch(padded[None], rng, config, pad=False)
@@ -113,14 +130,21 @@ def read_pairs(folder: Path):
 def make_data(args, config: SimulationConfig) -> tuple[Path, Path]:
     data = args.out / "data"
     stamp = data / "settings.json"
-    settings = {k: v for k, v in vars(args).items() if k not in ("out", "steps", "lr", "threads", "device")}
+    skip = ("out", "steps", "lr", "threads", "device", "base", "batch", "patch")
+    settings = {k: v for k, v in vars(args).items() if k not in skip}
+    settings["clean"] = "cells3d lateral regions, resampled to the camera's pixels"
     settings = json.loads(json.dumps(settings, default=str))
     if stamp.is_file() and json.loads(stamp.read_text()) == settings:
         return data / "train", data / "test"
     shutil.rmtree(data, ignore_errors=True)
     t0 = time.perf_counter()
-    write_pairs(data / "train", simulate_pairs(cells3d_images("train"), args.train_pairs, config, args.seed))
-    write_pairs(data / "test", simulate_pairs(cells3d_images("test"), args.test_pairs, config, args.seed + 1))
+    px = args.pixel_um
+    write_pairs(
+        data / "train", simulate_pairs(clean_slices("train", args.train_pairs, px), config, args.seed)
+    )
+    write_pairs(
+        data / "test", simulate_pairs(clean_slices("test", args.test_pairs, px), config, args.seed + 1)
+    )
     stamp.write_text(json.dumps(settings, indent=1))
     print(
         f"simulated {args.train_pairs} training and {args.test_pairs} test pairs in "
@@ -159,7 +183,10 @@ def fine_tune(args, train: Path) -> Path:
     if args.threads:
         command += ["--threads", str(args.threads)]
     print("$ " + " ".join(command), file=sys.stderr)
+    t0 = time.perf_counter()
     subprocess.run(command, check=True)
+    args.train_seconds = time.perf_counter() - t0
+    args.train_command = " ".join(command)
     return args.out / "runs" / name / name
 
 
@@ -179,6 +206,7 @@ def mean_se(values: np.ndarray) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    started = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     config = simulation(args)
     train, test = make_data(args, config)
@@ -202,7 +230,14 @@ def main(argv=None) -> int:
         f"| gain of fine-tuning (paired) | {mean_se(gain)} |",
     ]
     table = "\n".join(rows)
-    text = f"{len(pairs)} held-out test images; optics: {setup}.\n\n{table}\n"
+    shapes = sorted({b.shape for b, _ in pairs})
+    wall = time.perf_counter() - started
+    text = (
+        f"{len(pairs)} held-out test images ({', '.join('x'.join(map(str, s)) for s in shapes)} px, "
+        f"distinct z-slices of cells3d's test region); optics: {setup}.\n\n{table}\n\n"
+        f"Fine-tuning took {args.train_seconds / 60:.1f} min ({args.steps} steps), the whole script "
+        f"{wall / 60:.1f} min. Command: `python {' '.join(sys.argv)}`; training: `{args.train_command}`.\n"
+    )
     (args.out / "results.md").write_text(text)
     results = {
         "setup": setup,
@@ -211,6 +246,12 @@ def main(argv=None) -> int:
         "batch": args.batch,
         "patch": args.patch,
         "test_images": len(pairs),
+        "lr": args.lr,
+        "train_seconds": round(args.train_seconds, 1),
+        "wall_seconds": round(wall, 1),
+        "command": "python " + " ".join(sys.argv),
+        "train_command": args.train_command,
+        "gain": {"mean": float(gain.mean()), "se": float(gain.std(ddof=1) / np.sqrt(len(gain)))},
         "psnr": {"input": inputs.tolist(), "shipped": shipped.tolist(), "fine_tuned": tuned.tolist()},
         "model": str(stem),
     }

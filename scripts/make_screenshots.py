@@ -1,12 +1,22 @@
-"""Screenshots of the docks at work, in a real napari window (run under Xvfb on a headless machine).
+"""Screenshots of the docks at work on a real image, in a real napari window (Xvfb on a headless machine).
 
     xvfb-run -a -s "-screen 0 1280x1024x24" .venv/bin/python scripts/make_screenshots.py
     ... scripts/make_screenshots.py --model runs/x/step-001000.json --only overlay
 
-Loads the "Defocused nuclei" sample, runs the Deblur dock and the Kernel / PSF overlay dock with the
-shipped default model (or ``--model PATH``) and saves ``docs/screenshots/{deblur,overlay}.png``;
-the Fine-tune dock trains on the sample pair and is caught mid-run (``finetune.png``).
-More docks register a function with :func:`screenshot`.
+A 1280x1000 window opens the three docks the way napari does for users (*Plugins → napari-dgno*,
+through ``add_plugin_dock_widget``), tabbed in the right dock area, and raises the one at work:
+
+* ``deblur.png``: the Deblur dock has restored a real out-of-focus BBBC006 field
+  (``../shared/real/bbbc006_z00_a19_s2.tif``, 696x520 uint16, 20x widefield, Hoechst): input above,
+  result below;
+* ``overlay.png``: the Kernel / PSF overlay dock on the same field: fitted defocus map over the
+  image above, learned kernels on the element grid below;
+* ``finetune.png``: the Fine-tune dock training the shipped model on the worked example's pairs
+  (``scripts/finetune_example.py``: 60x/1.4 oil, spherical aberration; simulated here if missing),
+  caught mid-run with its loss and validation-PSNR curves. The run goes to a temporary folder.
+
+The real images are for looking only (``../shared/real/README.md``): nothing here trains on them.
+All use the shipped default model (or ``--model PATH``). More docks register with :func:`screenshot`.
 """
 
 from __future__ import annotations
@@ -18,8 +28,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+REAL = Path(__file__).resolve().parents[2] / "shared" / "real" / "bbbc006_z00_a19_s2.tif"
 SHOTS: dict[str, Callable] = {}
 WINDOW = (1280, 1000)  # fits the Makefile's 1280x1024 Xvfb screen
+DOCKS = {"deblur": "Deblur", "overlay": "Kernel / PSF overlay", "finetune": "Fine-tune"}
+EXAMPLE_PAIRS = 8  # training pairs of the worked example shown in the fine-tune shot
 
 
 def screenshot(name: str):
@@ -68,11 +81,31 @@ def run_dock(widget) -> None:
     print(f"  {widget.panel.status.text()}")
 
 
-def fresh_viewer(napari):
+def new_viewer(napari):
     viewer = napari.Viewer(title="napari-dgno")
     viewer.window._qt_window.resize(*WINDOW)
-    viewer.open_sample("napari-dgno", "defocused_nuclei")
     return viewer
+
+
+def open_real(viewer):
+    """The real out-of-focus BBBC006 field, opened as a user would (File → Open)."""
+    if not REAL.is_file():
+        raise SystemExit(f"{REAL} is missing: the screenshots show this real image (see ../shared/real/)")
+    (layer,) = viewer.open(str(REAL))
+    return layer
+
+
+def open_docks(viewer, front: str):
+    """The three docks through napari's plugin path, tabbed on the right; ``front`` raised."""
+    opened = {
+        key: viewer.window.add_plugin_dock_widget("napari-dgno", name, tabify=True)
+        for key, name in DOCKS.items()
+    }
+    dock, widget = opened[front]
+    dock.show()
+    dock.raise_()
+    wait_until(lambda: True)
+    return widget
 
 
 def grid_view(viewer, shape, stride: int = 1) -> None:
@@ -93,94 +126,93 @@ def keep_layers(viewer, names) -> None:
         viewer.layers[name].visible = True
 
 
-@screenshot("deblur")
-def shoot_deblur(napari, model, out: Path) -> None:
-    from napari_dgno.widgets import DeblurWidget
-
-    viewer = fresh_viewer(napari)
-    widget = DeblurWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Deblur (napari-dgno)", area="right")
-    choose_model(widget.model_picker, model)
-    run_dock(widget)
-    # input | result over ground truth | true defocus map
-    names = [
-        "defocused nuclei",
-        "defocused nuclei deblurred",
-        "defocused nuclei (ground truth)",
-        "defocused nuclei (true defocus µm)",
-    ]
-    keep_layers(viewer, names)
-    viewer.layers[names[3]].opacity = 1.0
-    grid_view(viewer, (2, 2))
+def save(viewer, out: Path) -> None:
     viewer.reset_view()
-    viewer.layers.selection.active = viewer.layers[names[1]]
     wait_until(lambda: True)
     viewer.screenshot(str(out), canvas_only=False)
+
+
+@screenshot("deblur")
+def shoot_deblur(napari, model, out: Path) -> None:
+    viewer = new_viewer(napari)
+    image = open_real(viewer)
+    widget = open_docks(viewer, "deblur")
+    choose_model(widget.model_picker, model)
+    run_dock(widget)
+    names = [image.name, f"{image.name} deblurred"]  # input above, result below
+    keep_layers(viewer, names)
+    grid_view(viewer, (2, 1))
+    viewer.layers.selection.active = viewer.layers[names[1]]
+    save(viewer, out)
     viewer.close()
 
 
 @screenshot("overlay")
 def shoot_overlay(napari, model, out: Path) -> None:
-    from napari_dgno.widgets import OverlayWidget
-
-    viewer = fresh_viewer(napari)
-    widget = OverlayWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Kernel / PSF overlay (napari-dgno)", area="right")
+    viewer = new_viewer(napari)
+    image = open_real(viewer)
+    widget = open_docks(viewer, "overlay")
     choose_model(widget.model_picker, model)
-    widget.max_defocus.setValue(16.0)  # the sample's defocus stays below 12 µm
     run_dock(widget)
     # top: the image tinted by the fitted defocus; bottom: the learned kernels on the element grid
     names = [
-        "defocused nuclei",
-        "defocused nuclei fitted defocus (µm)",
-        "defocused nuclei kernels",
-        "defocused nuclei elements",
+        image.name,
+        f"{image.name} fitted defocus (µm)",
+        f"{image.name} kernels",
+        f"{image.name} elements",
     ]
     keep_layers(viewer, names)
     viewer.layers[names[1]].opacity = 0.45
     grid_view(viewer, (2, 1), stride=2)
-    viewer.reset_view()
     viewer.layers.selection.active = viewer.layers[names[3]]
-    wait_until(lambda: True)
-    viewer.screenshot(str(out), canvas_only=False)
+    save(viewer, out)
     viewer.close()
+
+
+def example_pairs(n: int):
+    """The first ``n`` training pairs of the worked fine-tune example (simulated if missing)."""
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import finetune_example as ex
+
+    args = ex.parse_args(["--out", str(ROOT / "finetune-example")])
+    train, _ = ex.make_data(args, ex.simulation(args))
+    pairs = ex.read_pairs(train)[:n]
+    return np.stack([b for b, _ in pairs]), np.stack([s for _, s in pairs]), args
 
 
 @screenshot("finetune")
 def shoot_finetune(napari, model, out: Path) -> None:
-    """The Fine-tune dock mid-training on the sample's blurred + ground-truth pair, its loss and
-    validation-PSNR curves filling in. The run goes to a temporary folder and is not saved."""
+    """The Fine-tune dock mid-training on the worked example's pairs (a stack of blurred uint16
+    frames and one of sharp float32 references), its loss and validation-PSNR curves filling in.
+    The run goes to a temporary folder and is not saved."""
     import os
     import tempfile
 
-    from napari_dgno.widgets.finetune import FinetuneWidget
-
     os.environ["NAPARI_DGNO_RUNS_DIR"] = tempfile.mkdtemp(prefix="napari-dgno-screenshot-runs-")
-    viewer = fresh_viewer(napari)
-    widget = FinetuneWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Fine-tune (napari-dgno)", area="right")
-    if model is None and widget.model_picker.value() is None:
-        widget.fresh.setChecked(True)  # nothing ships yet: show a fresh network learning
-    else:
-        widget.fresh.setChecked(False)
-        choose_model(widget.model_picker, model)
+    blurred, sharp, example = example_pairs(EXAMPLE_PAIRS)
+    viewer = new_viewer(napari)
+    px = (example.pixel_um, example.pixel_um)
+    viewer.add_image(blurred, name="60x-1.4 blurred", scale=(1.0, *px), units=("", "µm", "µm"))
+    viewer.add_image(sharp, name="60x-1.4 sharp", scale=(1.0, *px), units=("", "µm", "µm"))
+    widget = open_docks(viewer, "finetune")
+    widget.fresh.setChecked(False)
+    choose_model(widget.model_picker, model)
     widget.set_mode("pair")
-    widget.data.blurred_picker.set_layer(viewer.layers["defocused nuclei"])
-    widget.data.sharp_picker.set_layer(viewer.layers["defocused nuclei (ground truth)"])
-    widget.steps.setValue(200)
-    widget.patch.setValue(64)
-    widget.batch.setValue(4)
-    widget.data.val_fraction.setValue(0.25)
-    widget.config_overrides = {"val_size": 4}
-    keep_layers(viewer, ["defocused nuclei", "defocused nuclei (ground truth)"])
-    grid_view(viewer, (2, 1))  # blurred above its ground truth: the pair being learnt
+    widget.data.blurred_picker.set_layer(viewer.layers["60x-1.4 blurred"])
+    widget.data.sharp_picker.set_layer(viewer.layers["60x-1.4 sharp"])
+    # the worked example's settings: 200 steps of batch 8 at 128², its learning rate
+    widget.steps.setValue(example.steps)
+    widget.patch.setValue(example.patch)
+    widget.batch.setValue(example.batch)
+    widget.lr.setValue(example.lr)
+    grid_view(viewer, (1, 2))  # blurred beside its sharp reference: the pairs being learnt
     if widget.run() is None:
         raise SystemExit(f"the dock refused to run: {widget.panel.status.text()}")
-    wait_until(lambda: len(widget.plot.psnrs) >= 5 or not widget.busy)  # about half-way
+    wait_until(lambda: len(widget.plot.psnrs) >= 6 or not widget.busy)  # about half-way
     widget.plot.redraw()
-    viewer.reset_view()
-    wait_until(lambda: True)
-    viewer.screenshot(str(out), canvas_only=False)
+    save(viewer, out)
     print(f"  {widget.stats.text()}")
     widget.stop()
     wait_until(lambda: not widget.busy)

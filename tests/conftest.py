@@ -28,6 +28,21 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture
+def one_thread_env(monkeypatch):
+    """Runs that read NAPARI_DGNO_THREADS (the CLI, batch workers) use one thread too."""
+    monkeypatch.setenv("NAPARI_DGNO_THREADS", "1")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A random-init tiny DGNO saved as a checkpoint file; the path of its JSON."""
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("ckpt")
+    save_checkpoint(folder / "tiny", build_model("dgno", preset_config("tiny")), {"preset": "tiny"})
+    return folder / "tiny.json"
+
+
 @pytest.fixture(scope="module")
 def tiny():
     """A random-init tiny DGNO network (milliseconds per image)."""

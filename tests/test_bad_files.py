@@ -32,18 +32,7 @@ from napari_dgno.errors import CheckpointError
 from napari_dgno.io import load_checkpoint, save_checkpoint
 from napari_dgno.model import build_model, preset_config
 
-
-@pytest.fixture(autouse=True)
-def quiet_machine(monkeypatch):
-    monkeypatch.setenv("NAPARI_DGNO_THREADS", "1")
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("ckpt")
-    save_checkpoint(folder / "tiny", build_model("dgno", preset_config("tiny")), {"preset": "tiny"})
-    return folder / "tiny.json"
+pytestmark = pytest.mark.usefixtures("one_thread_env")
 
 
 # ---------------------------------------------------------------------------------------------------

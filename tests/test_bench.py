@@ -29,14 +29,6 @@ from napari_dgno.physics.psf import Optics, defocus_psf, energy_radius, geometri
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _tiny_checkpoint(stem: Path) -> Path:
     torch.manual_seed(0)
     net = build_model("dgno", preset_config("tiny"))

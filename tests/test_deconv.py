@@ -29,14 +29,6 @@ Z_GRID = (2.0, 4.0, 7.0, 12.0)
 ITERATIONS = 15
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _simulate(depth: np.ndarray) -> dict:
     rng = np.random.default_rng(7)
     sharp = procedural_nuclei(depth.shape, rng, density=0.6)

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from scipy import ndimage as ndi
 
 import napari_dgno
@@ -21,14 +20,6 @@ REAL = Path(__file__).resolve().parents[2] / "shared" / "real"
 # One far out of focus, one in focus (another field): the two cases a biologist brings.
 REAL_IMAGES = ("bbbc006_z00_a19_s2.tif", "bbbc006_infocus_a02_s1.tif")
 MAX_GRID_RATIO = 10.0  # issue 10: inputs score 2–5; an invented grid scores tens to hundreds
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _nuclei(shape=(128, 128), seed=0) -> np.ndarray:

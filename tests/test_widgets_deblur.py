@@ -111,7 +111,7 @@ def test_self_ensemble_checkbox_passes_through(make_napari_viewer, qtbot, tiny_m
     image = viewer.add_image(np.random.default_rng(5).random((40, 48)).astype(np.float32), name="img")
     widget = make_widget(viewer, tiny_model)
     assert not widget.self_ensemble.isChecked() and "8" in widget.self_ensemble.toolTip()
-    assert "8 orientations" in widget.self_ensemble.text()
+    assert "8 orientations" in widget.self_ensemble.text() and "8x slower" in widget.self_ensemble.text()
     widget.run()
     wait_done(qtbot, widget)
     assert viewer.layers["img deblurred"].metadata["napari_dgno"]["self_ensemble"] is False

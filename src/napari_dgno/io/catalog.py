@@ -53,8 +53,9 @@ def shipped_index(folder: Path) -> dict:
     return index if isinstance(index, dict) else {}
 
 
-def is_checkpoint_json(path: Path) -> bool:
+def is_checkpoint_json(path: str | os.PathLike) -> bool:
     """True for a JSON file that claims to be a napari-dgno checkpoint (cheap; not validated)."""
+    path = Path(path)
     if not path.name.endswith(META_SUFFIX) or not path.is_file():
         return False
     try:

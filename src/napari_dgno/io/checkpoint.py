@@ -28,12 +28,11 @@ from ..errors import CheckpointError, one_line
 from ..model import ARCHITECTURES, FLUX_VARIANTS, architecture_of, build_model, count_parameters
 from ..model.config import check_element_size
 from .atomic import atomic_path
+from .catalog import FORMAT, META_SUFFIX  # defined torch-free there, so `dgno models` is fast
 
-FORMAT = "napari-dgno-checkpoint"
 FORMAT_VERSION = 1
 WEIGHTS_SUFFIX = ".safetensors"
 STATE_SUFFIX = ".state.safetensors"
-META_SUFFIX = ".json"
 # Files that torch.save / pickle produce; they are refused by name *and* by content.
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 DEFAULT_NORMALIZATION = {"method": "percentile", "low": 1.0, "high": 99.8}
@@ -418,14 +417,3 @@ def load_extra_tensors(path: str | os.PathLike, group: str | None = None) -> dic
     return nested
 
 
-def is_checkpoint_json(path: str | os.PathLike) -> bool:
-    """True for a JSON file that claims to be a napari-dgno checkpoint (cheap; not validated)."""
-    path = Path(path)
-    if not path.name.endswith(META_SUFFIX) or not path.is_file():
-        return False
-    try:
-        with open(path, encoding="utf-8") as f:
-            head = f.read(4096)
-    except (OSError, UnicodeDecodeError):
-        return False
-    return FORMAT in head

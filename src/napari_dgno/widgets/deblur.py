@@ -221,7 +221,7 @@ class DeblurWidget(QWidget):
         self.tile.setToolTip("Tile side for large images (auto: whole plane when it fits)")
         self.overlap = AutoSpinBox(-1, 4096, 8, self)
         self.overlap.setToolTip("Overlap between tiles, blended smoothly (auto: ~1/8 of the tile)")
-        self.self_ensemble = QCheckBox("Self-ensemble (8 orientations, ~8x slower)", self)
+        self.self_ensemble = QCheckBox("8 orientations, ~8x slower", self)
         self.self_ensemble.setChecked(False)
         self.self_ensemble.setToolTip(
             "Restore every tile in its 4 rotations and their mirror images and average the results "
@@ -241,7 +241,7 @@ class DeblurWidget(QWidget):
         form.addRow("CPU threads", self.threads)
         form.addRow("tile", self.tile)
         form.addRow("overlap", self.overlap)
-        form.addRow("", self.self_ensemble)
+        form.addRow("self-ensemble", self.self_ensemble)
         content = QWidget(self)
         box = QVBoxLayout(content)
         box.addLayout(form)

@@ -93,7 +93,7 @@ class FinetuneWidget(QWidget):
 
         # -- model and settings
         self.model_picker = ModelPicker(self)
-        self.fresh = QCheckBox(f"start from a fresh {self.fresh_preset} network instead", self)
+        self.fresh = QCheckBox(f"a fresh {self.fresh_preset} network instead", self)
         self.steps = QSpinBox(self)
         self.steps.setRange(1, 1_000_000)
         self.steps.setValue(500)
@@ -215,7 +215,7 @@ class FinetuneWidget(QWidget):
         if not self.fresh.isChecked():
             base = self.model_picker.value()
             if base is None:
-                raise InputError("choose a base model, or tick 'start from a fresh network'")
+                raise InputError("choose a base model, or tick 'a fresh network instead'")
             if not isinstance(base, (str, Path)):
                 raise InputError("the base model must be a checkpoint on disk (save it first)")
         typed = self.run_name.text().strip()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from qtpy.QtCore import Qt, Signal
+from qtpy.QtCore import QSize, Qt, Signal
 from qtpy.QtWidgets import (
     QFrame,
     QLabel,
@@ -156,10 +156,24 @@ def narrow(label: QLabel) -> None:
     label.setMinimumWidth(50)
 
 
+class _VerticalScrollArea(QScrollArea):
+    """Scrolls vertically only, and asks for the width its content needs (plus the scroll bar), so
+    that napari never makes the dock narrower than its content and cuts it off at the right."""
+
+    def minimumSizeHint(self):  # noqa: N802 (Qt API)
+        hint = super().minimumSizeHint()
+        content = self.widget()
+        if content is None:
+            return hint
+        width = content.minimumSizeHint().width() + self.verticalScrollBar().sizeHint().width()
+        return QSize(max(hint.width(), width + 2 * self.frameWidth()), hint.height())
+
+
 def scrolled(dock: QWidget, content: QWidget) -> QScrollArea:
     """Put ``content`` in a scroll area filling ``dock``: docks stacked on a small screen (1280x1000)
-    shrink and scroll instead of pushing their buttons off-screen."""
-    area = QScrollArea(dock)
+    shrink and scroll instead of pushing their buttons off-screen; they never get narrower than
+    their content."""
+    area = _VerticalScrollArea(dock)
     area.setWidgetResizable(True)
     area.setFrameShape(QFrame.Shape.NoFrame)
     area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)

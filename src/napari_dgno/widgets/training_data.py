@@ -59,7 +59,7 @@ if TYPE_CHECKING:
 
 MODES = (
     ("pair", "blurred + sharp layers"),
-    ("zstack", "z-stack (in-focus plane is the target)"),
+    ("zstack", "z-stack (in-focus target)"),
     ("folders", "folders of TIFF pairs"),
     ("simulated", "sharp layers + simulated blur"),
 )
