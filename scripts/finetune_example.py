@@ -15,7 +15,7 @@ Reproducible end to end (fixed seeds), through the same path a user takes (``dgn
    ground truth) is reported as mean ± standard error, with the paired gain.
 
     python scripts/finetune_example.py --out finetune-example            # the README's numbers
-    python scripts/finetune_example.py --out /tmp/ft-smoke --smoke       # a 5-step check, ~1 min
+    python scripts/finetune_example.py --out /tmp/ft-smoke --smoke       # a 5-step check, ~15 s
 
 Results go to ``OUT/results.json`` and ``OUT/results.md``; rerunning reuses the simulated pairs
 (``--no-resume`` is passed to ``dgno train``: the run starts from the base model again).

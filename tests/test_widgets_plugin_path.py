@@ -178,6 +178,8 @@ def test_fine_tune_stop_lands_within_a_second_in_a_long_step(
 
 
 def test_docks_fit_a_small_screen_together_and_show_no_empty_plot(make_napari_viewer, tiny_model):
+    from qtpy.QtWidgets import QScrollArea
+
     viewer = make_napari_viewer()
     long = "BBBC006_v1_images_z_16_with_a_very_long_file_name_from_the_microscope_software_" * 2
     viewer.add_image(np.zeros((64, 64), np.float32), name=long)
@@ -185,6 +187,9 @@ def test_docks_fit_a_small_screen_together_and_show_no_empty_plot(make_napari_vi
     for name, widget in docks.items():
         hint = widget.minimumSizeHint()
         assert hint.width() <= 420, (name, hint.width())  # a long name no longer widens the dock
+        # ... and the dock is never narrower than its content, which would cut it off at the right
+        content = widget.findChild(QScrollArea).widget()
+        assert hint.width() >= content.minimumSizeHint().width(), name
     # Deblur and Fine-tune stacked in a 1000-px-high window, with napari's menus and title bars
     height = docks["Deblur"].minimumSizeHint().height() + docks["Fine-tune"].minimumSizeHint().height()
     assert height <= 800, height

@@ -415,5 +415,3 @@ def load_extra_tensors(path: str | os.PathLike, group: str | None = None) -> dic
     if group is not None:
         return nested.get(group, {})
     return nested
-
-
