@@ -1,7 +1,8 @@
 """Offline sample data: a defocused nuclei image with its ground truth, shipped in the package.
 
-Built by ``scripts/make_sample.py`` from a held-out cells3d slice blurred by our simulator
-(spatially varying defocus with jumps, 12-bit camera noise); no download at run time.
+Built by ``scripts/make_sample.py`` from a slice of cells3d's test region (never trained or validated
+on), resampled to a 60x/1.4 oil objective on a 6.5 µm sCMOS camera (0.1083 µm pixels) and blurred by
+our simulator (spatially varying defocus with jumps, 16-bit sCMOS noise); no download at run time.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ SAMPLE_DIR = Path(__file__).resolve().parent
 BLURRED = "defocused_nuclei_blurred.tif"
 SHARP = "defocused_nuclei_sharp.tif"
 DEPTH = "defocused_nuclei_depth.tif"
-PIXEL_UM = 0.645  # the simulated microscope's pixel (20x/0.45, like BBBC006)
+PIXEL_UM = 0.1083  # the simulated microscope's pixel (60x/1.4 oil, 6.5 µm sCMOS); also in the files' info
 NAME = "defocused nuclei"
 
 __all__ = ["defocused_nuclei", "load_defocused_nuclei"]
