@@ -34,10 +34,10 @@ from pathlib import Path
 import numpy as np
 import tifffile
 import yaml
-from skimage.transform import resize
 
 import napari_dgno
 from napari_dgno.data.clean_images import CELLS3D_PIXEL_UM, cells3d_region
+from napari_dgno.data.varied import at_pixel_size
 from napari_dgno.metrics import psnr_ssim
 from napari_dgno.physics.depth import DepthConfig
 from napari_dgno.physics.psf import Optics
@@ -90,14 +90,10 @@ def clean_slices(split: str, n: int, pixel_um: float) -> list[np.ndarray]:
     region = cells3d_region(split)
     if n > len(region):
         raise SystemExit(f"the {split} region has {len(region)} slices; asked for {n}")
-    zoom = CELLS3D_PIXEL_UM[-1] / pixel_um
-    shape = tuple(round(s * zoom) for s in region.shape[1:])
-    out = []
-    for z in np.linspace(0, len(region) - 1, n).round().astype(int):
-        image = relative_intensity(region[z].astype(np.float32))
-        image = resize(image, shape, order=3, anti_aliasing=zoom < 1, preserve_range=True)
-        out.append(np.clip(image, 0.0, None).astype(np.float32))
-    return out
+    return [
+        at_pixel_size(relative_intensity(region[z].astype(np.float32)), CELLS3D_PIXEL_UM[-1], pixel_um)
+        for z in np.linspace(0, len(region) - 1, n).round().astype(int)
+    ]
 
 
 def simulate_pairs(clean: list[np.ndarray], config: SimulationConfig, seed: int):

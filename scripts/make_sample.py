@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-from skimage.transform import resize
 
 from napari_dgno.data.clean_images import CELLS3D_PIXEL_UM, CELLS3D_REGIONS, CELLS3D_SLICES, cells3d_region
 from napari_dgno.data.focus import find_focus_plane
+from napari_dgno.data.varied import at_pixel_size
 from napari_dgno.physics.depth import DepthConfig, random_depth_map
 from napari_dgno.physics.microscope import BASIS_SAMPLES, geometric_depth_um
 from napari_dgno.physics.noise import CameraConfig
@@ -104,13 +104,9 @@ def main(argv=None) -> int:
     region = cells3d_region(SPLIT)
     index = find_focus_plane(region)
     z_slice = CELLS3D_SLICES.start + index
-    scale = CELLS3D_PIXEL_UM[-1] / OPTICS.pixel_um
-    shape = tuple(round(s * scale) for s in region.shape[1:])
-    # Resampled as bench/testset.py does: cubic, anti-aliased only when shrinking.
-    plane = resize(
-        relative_intensity(region[index]), shape, order=3, anti_aliasing=scale < 1, preserve_range=True
-    )
-    sharp_relative = np.clip(plane, 0, None).astype(np.float32)
+    # Resampled as training and bench/testset.py do: cubic, anti-aliased only when shrinking.
+    sharp_relative = at_pixel_size(relative_intensity(region[index]), CELLS3D_PIXEL_UM[-1], OPTICS.pixel_um)
+    shape = sharp_relative.shape
 
     z_max = geometric_depth_um(BLUR_RADIUS_PX[1], OPTICS)
     z_min = geometric_depth_um(BLUR_RADIUS_PX[0], OPTICS)

@@ -203,7 +203,6 @@ def is_complete(src: Path, dst: Path, key: dict) -> bool:
 
 
 def _write_done(dst: Path, key: dict, info: dict) -> None:
-
     record = {
         "key": key,
         "output": str(dst),

@@ -268,7 +268,6 @@ def check_model_name(name: str) -> str:
 
 
 def user_model_exists(name: str) -> bool:
-
     return (user_model_dir() / f"{name}.json").exists()
 
 
@@ -278,7 +277,6 @@ def save_user_model(stem, name: str, overwrite: bool = False) -> Path:
     Re-saved through :func:`save_checkpoint` (atomic, fresh hashes and name), so ``list_models()``,
     the Deblur dock and ``dgno deblur --model NAME`` find it at once. Returns the JSON path.
     """
-
     name = check_model_name(name)
     if any(e["source"] == "shipped" and e["name"] == name for e in list_models()):
         raise InputError(f"{name!r} is the name of a shipped model; choose another name")

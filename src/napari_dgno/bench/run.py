@@ -134,11 +134,9 @@ class BenchReport:
         raise KeyError(method_prefix)
 
     def markdown(self) -> str:
-
         return to_markdown(self)
 
     def plain(self) -> str:
-
         return to_plain(self)
 
 

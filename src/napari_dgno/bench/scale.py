@@ -240,7 +240,6 @@ def to_markdown(report: ScaleReport) -> str:
 
 
 def to_plain(report: ScaleReport) -> str:
-
     parts = [*_header(report), "", _plain_table(list(SIZE_COLUMNS), [_size_cells(r) for r in report.sizes])]
     if report.workers:
         parts += ["", _plain_table(list(WORKER_COLUMNS), [_worker_cells(r) for r in report.workers])]
@@ -248,7 +247,6 @@ def to_plain(report: ScaleReport) -> str:
 
 
 def write_scale_report(report: ScaleReport, out_dir: Path) -> tuple[Path, Path]:
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     md, js = out_dir / "scale.md", out_dir / "scale.json"

@@ -19,10 +19,10 @@ import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
-from skimage.transform import resize
 
 from napari_dgno.data.clean_images import CELLS3D_PIXEL_UM, CELLS3D_SLICES, cells3d_region
 from napari_dgno.data.procedural import procedural_specimen
+from napari_dgno.data.varied import at_pixel_size
 from napari_dgno.physics import SimulationConfig, relative_intensity, simulate_pair
 from napari_dgno.physics.microscope import MicroscopeRanges
 
@@ -112,11 +112,9 @@ def _build(split: str, seed: int, quick: bool) -> BenchSet:
         z = CELLS3D_SLICES.start + j
         rng = np.random.default_rng([seed, 1, z])
         config = RANGES.sample(rng, max_pixel_um=CELLS3D_MAX_PIXEL_UM)
-        scale = CELLS3D_PIXEL_UM[-1] / config.optics.pixel_um
-        shape = tuple(max(8, round(s * scale)) for s in region.shape[1:])
         plane = relative_intensity(region[j])
-        sharp = resize(plane, shape, order=3, anti_aliasing=scale < 1, preserve_range=True)
-        items.append(_pair(f"cells3d-z{z:02d}", "cells3d", np.clip(sharp, 0, None), config, rng))
+        sharp = at_pixel_size(plane, CELLS3D_PIXEL_UM[-1], config.optics.pixel_um, min_side=8)
+        items.append(_pair(f"cells3d-z{z:02d}", "cells3d", sharp, config, rng))
     return BenchSet(items, notes)
 
 

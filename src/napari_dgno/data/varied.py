@@ -24,10 +24,31 @@ from napari_dgno.normalize import fit_normalization
 from napari_dgno.physics.microscope import MicroscopeRanges
 from napari_dgno.physics.simulate import relative_intensity, simulate_batch
 
-__all__ = ["DEFAULT_WEIGHTS", "ScaledImages", "VariedSimulatedPairs", "clean_sources"]
+__all__ = [
+    "DEFAULT_WEIGHTS",
+    "ScaledImages",
+    "VariedSimulatedPairs",
+    "at_pixel_size",
+    "clean_sources",
+    "resample",
+]
 
 DEFAULT_WEIGHTS = {"cells3d": 0.4, "skin": 0.2, "procedural": 0.4}
 SKIN_SCALE_JITTER = (0.7, 1.4)  # skin's pixel size is assumed, so its scale is drawn around it
+
+
+def resample(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``image`` resized to ``shape``: cubic, anti-aliased when it shrinks, clipped at 0 (light is
+    never negative), float32. The one way a clean image changes pixel size, in training and tests."""
+    shrinking = shape[0] < image.shape[0] or shape[1] < image.shape[1]
+    out = resize(image, shape, order=3, anti_aliasing=shrinking, preserve_range=True)
+    return np.clip(out, 0.0, None).astype(np.float32)
+
+
+def at_pixel_size(image: np.ndarray, source_um: float, target_um: float, min_side: int = 1) -> np.ndarray:
+    """A 2-D ``image`` sampled at ``source_um`` per pixel, resampled to ``target_um`` per pixel."""
+    scale = source_um / target_um
+    return resample(image, tuple(max(min_side, round(n * scale)) for n in image.shape))
 
 
 class ScaledImages:
@@ -46,10 +67,7 @@ class ScaledImages:
         source_px = self.pixel_um * rng.uniform(*self.scale_jitter)
         need = max(2, math.ceil(size * pixel_um / source_px))
         (crop,) = _random_crop([image], need, rng)
-        if need == size:
-            return crop
-        out = resize(crop, (size, size), order=3, anti_aliasing=need > size, preserve_range=True)
-        return np.clip(out, 0.0, None).astype(np.float32)
+        return crop if need == size else resample(crop, (size, size))
 
 
 def clean_sources(split: str) -> dict:

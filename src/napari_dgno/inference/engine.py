@@ -42,7 +42,7 @@ from ..registry import (  # noqa: F401  (re-exported: the engine's public names 
 )
 from ..tiling import BandBlender, auto_overlap, auto_tile, halve_tile, plan_tiles, round_up, tile_rows
 from .ensemble import dihedral_average
-from .inputs import MAX_NORMALISED, MIN_SIDE, RowReader, check_image, fit_input
+from .inputs import MAX_NORMALISED, RowReader, check_image, fit_input
 
 ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], bool]
@@ -89,38 +89,24 @@ def _min_tile(net: nn.Module) -> int:
 
 
 def _tile_sizes(
-    tile, overlap, plane_shape, multiple: int, device: torch.device, min_tile: int = 0
+    options: DeblurOptions, plane_shape, multiple: int, device: torch.device, min_tile: int = 0
 ) -> tuple[int, int]:
-    """Tile and overlap in px, on the grid. A tile below the network's ``min_tile`` is raised to it
-    (the report says which tile ran): a smaller one cannot give the whole-image answer, and at
-    384 px its memory is a few tens of MB, so no memory limit needs it smaller."""
-    if tile == "auto" or tile is None:
+    """Tile and overlap in px, on the grid (``options`` has checked their bounds already). A tile
+    below the network's ``min_tile`` is raised to it (the report says which tile ran): a smaller one
+    cannot give the whole-image answer, and at 384 px its memory is a few tens of MB, so no memory
+    limit needs it smaller."""
+    if options.tile in ("auto", None):
         tile_px = max(auto_tile(plane_shape, multiple, device.type), round_up(min_tile, multiple))
     else:
-        try:
-            tile_px = int(tile)
-        except (TypeError, ValueError):
-            raise InputError(f"tile must be 'auto' or a number of pixels, got {tile!r}") from None
-        if tile_px < MIN_SIDE * 2:
-            raise InputError(f"tile must be at least {MIN_SIDE * 2} px, got {tile_px}")
-        tile_px = round_up(max(tile_px, min_tile), multiple)
-    if overlap == "auto" or overlap is None:
-        overlap_px = auto_overlap(tile_px, multiple, min_tile)
-        if overlap_px >= tile_px:
-            overlap_px = max(0, tile_px // 2 // multiple * multiple)
-    else:
-        try:
-            overlap_px = int(overlap)
-        except (TypeError, ValueError):
-            raise InputError(f"overlap must be 'auto' or a number of pixels, got {overlap!r}") from None
-        if overlap_px < 0:
-            raise InputError(f"overlap must be 0 or more pixels, got {overlap_px}")
-        overlap_px = round_up(overlap_px, multiple)
-        if overlap_px >= tile_px:
-            raise InputError(
-                f"overlap ({overlap_px} px) must be smaller than the tile ({tile_px} px; both are "
-                f"rounded up to multiples of {multiple})"
-            )
+        tile_px = round_up(max(options.tile, min_tile), multiple)
+    if options.overlap in ("auto", None):
+        return tile_px, auto_overlap(tile_px, multiple, min_tile)  # at most half the tile
+    overlap_px = round_up(options.overlap, multiple)
+    if overlap_px >= tile_px:
+        raise InputError(
+            f"overlap ({overlap_px} px) must be smaller than the tile ({tile_px} px; both are "
+            f"rounded up to multiples of {multiple})"
+        )
     return tile_px, overlap_px
 
 
@@ -163,9 +149,7 @@ def _prepare(image, model, options: DeblurOptions, channel_axis=None) -> _Job:
     dm = resolve_model(model, options.device)
     e, f = _runtime_options(dm, options.element_size, options.flux)
     multiple = _pad_multiple(dm.net, e)
-    tile_px, overlap_px = _tile_sizes(
-        options.tile, options.overlap, plane_shape, multiple, dm.device, _min_tile(dm.net)
-    )
+    tile_px, overlap_px = _tile_sizes(options, plane_shape, multiple, dm.device, _min_tile(dm.net))
     kwargs = {"element_size": e, "flux": f} if e is not None and _accepts_options(type(dm.net)) else {}
     job = _Job(arr, lazy, dm, e, f, multiple, tile_px, overlap_px, kwargs, options)
     if options.normalize == "stack" or arr.ndim == 2:

@@ -28,10 +28,9 @@ from ..errors import CheckpointError, one_line
 from ..model import ARCHITECTURES, FLUX_VARIANTS, architecture_of, build_model, count_parameters
 from ..model.config import check_element_size
 from .atomic import atomic_path
-from .catalog import FORMAT, META_SUFFIX  # defined torch-free there, so `dgno models` is fast
+from .catalog import FORMAT, META_SUFFIX, WEIGHTS_SUFFIX  # torch-free there: `dgno models` is fast
 
 FORMAT_VERSION = 1
-WEIGHTS_SUFFIX = ".safetensors"
 STATE_SUFFIX = ".state.safetensors"
 # Files that torch.save / pickle produce; they are refused by name *and* by content.
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle")

@@ -271,7 +271,6 @@ class FinetuneWidget(QWidget):
         self.panel.cancel()
 
     def _start(self, run: RunState, build, resume: bool) -> JobHandle:
-
         cfg = run.config
 
         def job(progress, cancel, emit):

@@ -225,7 +225,6 @@ class ModelPicker(QWidget):
 
     # -- listing
     def refresh(self) -> None:
-
         current = self.value()
         try:
             entries = list_models()
