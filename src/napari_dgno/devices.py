@@ -14,9 +14,13 @@ import re
 import torch
 
 from .errors import InputError
+from .memory import keep_freed_memory
 
 THREADS_ENV = "NAPARI_DGNO_THREADS"
 _CUDA_RE = re.compile(r"^cuda(?::(\d+))?$")
+
+# Everything that runs a network imports this module: large tensors reuse freed memory from here on.
+keep_freed_memory()
 
 
 def _mps_available() -> bool:

@@ -129,11 +129,15 @@ def _pupil_psf(z_um: float, optics: Optics, size: int = 1) -> np.ndarray:
     f = np.fft.fftfreq(n, optics.pixel_um / ov)
     f2 = f[:, None] ** 2 + f[None, :] ** 2
     pupil = f2 <= (optics.na / optics.wavelength_um) ** 2
-    kz = np.sqrt(np.maximum((optics.n_medium / optics.wavelength_um) ** 2 - f2, 0.0))
+    # The phase only matters inside the pupil, a small disc of the oversampled grid: evaluate it there.
+    kz = np.sqrt(np.maximum((optics.n_medium / optics.wavelength_um) ** 2 - f2[pupil], 0.0))
     phase = z_um * kz
     if optics.aberrated:
-        phase = phase + optics.aberration_waves(f[:, None], f[None, :])
-    field = np.fft.ifft2(np.where(pupil, np.exp(2j * np.pi * phase), 0))
+        fy, fx = np.broadcast_to(f[:, None], f2.shape)[pupil], np.broadcast_to(f[None, :], f2.shape)[pupil]
+        phase = phase + optics.aberration_waves(fy, fx)
+    aperture = np.zeros(f2.shape, dtype=np.complex128)
+    aperture[pupil] = np.exp(2j * np.pi * phase)
+    field = np.fft.ifft2(aperture)
     fine = np.fft.fftshift(np.abs(field) ** 2)
     return fine.reshape(m, ov, m, ov).sum(axis=(1, 3))
 
