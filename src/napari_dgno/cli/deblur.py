@@ -201,7 +201,7 @@ def run_deblur(args) -> int:
         return run_batch(args, options)
     if args.scheduler or args.workers:
         raise InputError("--scheduler and --workers apply to several inputs (a folder or a glob)")
-    from ..batch import deblur_file
+    from ..batch import EAGER_BYTES, deblur_file
     from ..io import open_image
     from ..registry import check_default_flux, load_model
 
@@ -210,7 +210,7 @@ def run_deblur(args) -> int:
     given = None if args.output is None else Path(args.output)
     output = resolve_output(source, given, args.output or "", args.force)
     _check_output(source, output)
-    with open_image(source, lazy=True) as (image, _):  # the header: bounds that need the image
+    with open_image(source, lazy=EAGER_BYTES) as (image, _):  # the header: bounds that need the image
         options.check_image(tuple(int(n) for n in image.shape[-2:]))
     if args.model is None:
         check_default_flux(args.flux)  # never swap the model behind the user's back

@@ -125,12 +125,23 @@ def _metadata(tif, series, page) -> dict:
     return info
 
 
-def read_image(path: str | os.PathLike, *, channel_axis: int | None = None, lazy: bool | None = None):
+def lazy_above(lazy: bool | int | None, nbytes: int) -> bool:
+    """Whether ``read_image(lazy=...)`` reads ``nbytes`` of data lazily: True, False, ``None``
+    (above :data:`LAZY_BYTES`) or a byte count (above it)."""
+    if lazy is None:
+        return nbytes > LAZY_BYTES
+    if isinstance(lazy, bool):
+        return lazy
+    return nbytes > int(lazy)
+
+
+def read_image(path: str | os.PathLike, *, channel_axis: int | None = None, lazy: bool | int | None = None):
     """Read the first image series of a TIFF / OME-TIFF, level 0 of an OME-Zarr, a PNG / JPEG / BMP /
     GIF / WebP, or the first scene of a CZI / ND2 / LIF / DV (with the ``formats`` extra):
     ``(array, info)``. The reader follows the name's suffix, else the file's first bytes.
 
-    ``array`` is numpy, or a dask array when ``lazy`` is True (``None``: lazy above 1 GiB). ``info``
+    ``array`` is numpy, or a dask array when ``lazy`` is True (``None``: lazy above 1 GiB; a number
+    of bytes: lazy above that, so small files cost no dask import). ``info``
     holds ``dtype``, ``shape``, ``axes`` (tifffile letters from OME/ImageJ metadata, e.g. ``"ZYX"``),
     ``format``, pixel-size metadata and ``series`` (how many image series the file holds; only the
     first is read, except that equal-shaped planes written one by one are read as one stack), and
@@ -151,7 +162,7 @@ def read_image(path: str | os.PathLike, *, channel_axis: int | None = None, lazy
 
 
 @contextlib.contextmanager
-def open_image(path: str | os.PathLike, *, channel_axis: int | None = None, lazy: bool | None = None):
+def open_image(path: str | os.PathLike, *, channel_axis: int | None = None, lazy: bool | int | None = None):
     """:func:`read_image` as a context manager: ``with open_image(p, lazy=True) as (array, info):``.
 
     Whatever file a lazy array reads from is closed when the block ends, normally or by an exception
@@ -214,7 +225,7 @@ def _read_image(path, *, channel_axis, lazy, handles: list | None):
                     f"{path} is {kind} image (shape {shape}, axes {axes}); napari-dgno restores "
                     "single-channel images: split the channels first (or pass channel_axis in Python)"
                 )
-            use_lazy = series.nbytes > LAZY_BYTES if lazy is None else lazy
+            use_lazy = lazy_above(lazy, series.nbytes)
             keep_open = False
             if use_lazy:
                 array, keep_open = _lazy_series(tif, series, path)
