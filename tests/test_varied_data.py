@@ -213,3 +213,21 @@ def test_varied_pairs_batches_and_banks():
 def test_varied_pairs_reject_unknown_sources():
     with pytest.raises(InputError, match="unknown clean sources"):
         VariedSimulatedPairs("train", 32, microscopes=1, weights={"bbbc006": 1.0})
+
+
+def test_a_patch_saturated_all_over_is_redrawn(monkeypatch):
+    """Normalised by a near-zero span, such a patch made targets of 1e5 and loss spikes of 1e4."""
+    ds = VariedSimulatedPairs("train", patch=32, microscopes=2, weights={"procedural": 1.0})
+    rng = np.random.default_rng(0)
+    depth = torch.zeros(32, 32)
+    yy = np.linspace(0, 1, 32, dtype=np.float32)[:, None] * np.ones(32, np.float32)
+    draws = iter(
+        [
+            (np.full((32, 32), 4095.0, np.float32), 3000 + 1095 * yy, depth),  # saturated: no signal
+            (100 + 800 * yy, 100 + 900 * yy, depth),
+        ]
+    )
+    monkeypatch.setattr(ds, "_draw", lambda rng: next(draws))
+    blurred, sharp = ds.make_batch(1, rng)
+    assert float(blurred.max() - blurred.min()) > 0.5
+    assert float(sharp.abs().max()) < 2

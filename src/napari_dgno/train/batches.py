@@ -97,6 +97,7 @@ def varied_source(data: dict, patch: int, seed: int) -> DatasetSource:
         "microscopes": n,
         "simulator": "random objective/camera/wavelength/aberrations, scatter blur, haze, varied camera",
         "validation": "cells3d and skin validation regions, 16 microscopes of their own",
+        "redrawn": "patches with under 1 ADU between their 1st and 99.8th percentiles (saturated)",
     }
     return DatasetSource(train, validation, info)
 
