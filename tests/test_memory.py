@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -54,14 +55,17 @@ def test_the_users_allocator_choice_is_left_alone(env):
     assert freed < 50  # glibc's default: a large buffer is unmapped as soon as it is freed
 
 
-def test_a_preloaded_allocator_is_left_alone(monkeypatch):
+def test_a_preloaded_allocator_and_a_napari_session_are_left_alone(monkeypatch):
+    monkeypatch.delitem(sys.modules, "napari", raising=False)
     monkeypatch.setenv("LD_PRELOAD", "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
-    assert memory._user_chose_allocator()
+    assert memory._leave_allocator_alone()
     monkeypatch.setenv("LD_PRELOAD", "")
     monkeypatch.delenv(memory.MALLOC_ENV, raising=False)
     for name in memory._GLIBC_VARIABLES:
         monkeypatch.delenv(name, raising=False)
-    assert not memory._user_chose_allocator()
+    assert not memory._leave_allocator_alone()
+    monkeypatch.setitem(sys.modules, "napari", types.ModuleType("napari"))  # the plugin's host
+    assert memory._leave_allocator_alone()
 
 
 def test_release_is_safe_to_call_anywhere():

@@ -7,9 +7,12 @@ the network page-faults its output into existence and the kernel zeroes it first
 (batch 16, 128²) 1.5 → 1.1 s. Intel's PyTorch tuning guide gets the same effect by preloading
 jemalloc or tcmalloc; ``mallopt`` gets it without a preload, from inside the process.
 
-The cost is that freed memory stays with the process until :func:`release_freed_memory` (called
-when a dock's job ends, so napari gives it back). Opt out with ``NAPARI_DGNO_MALLOC=system``; a
-user who tunes glibc's ``MALLOC_*`` variables or preloads another allocator is left alone.
+The cost is that freed memory stays with the process until :func:`release_freed_memory`. So the
+setting is made only in processes that run for the work (``dgno``, scripts, training): inside napari,
+which holds the user's images for hours, the host's allocator is left as it is (and its docks'
+worker threads, whose glibc arenas map large buffers anyway, gained little). Opt out with
+``NAPARI_DGNO_MALLOC=system``; a user who tunes glibc's ``MALLOC_*`` variables or preloads another
+allocator is left alone too.
 """
 
 from __future__ import annotations
@@ -42,8 +45,10 @@ def _glibc():
     return _state["libc"]
 
 
-def _user_chose_allocator() -> bool:
+def _leave_allocator_alone() -> bool:
     if os.environ.get(MALLOC_ENV, "").strip().lower() == "system":
+        return True
+    if "napari" in sys.modules:  # a napari session: its memory is the user's (see above)
         return True
     if any(name in os.environ for name in _GLIBC_VARIABLES):
         return True
@@ -59,7 +64,7 @@ def keep_freed_memory() -> bool:
     if "kept" not in _state:
         libc = _glibc()
         kept = False
-        if libc is not None and not _user_chose_allocator():
+        if libc is not None and not _leave_allocator_alone():
             kept = bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES))
         _state["kept"] = kept
     return _state["kept"]

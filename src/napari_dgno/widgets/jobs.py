@@ -13,7 +13,6 @@ from collections.abc import Callable
 from qtpy.QtCore import QObject, Signal
 
 from ..errors import Cancelled, DGNOError
-from ..memory import release_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +68,6 @@ def _job_generator(job: Callable, handle: JobHandle, with_events: bool = False):
         except BaseException as exc:  # handed to the GUI thread below
             box["error"] = exc
             box["traceback"] = traceback.format_exc()
-        finally:  # napari lives on after the job: hand its freed buffers back to the system
-            release_freed_memory()
 
     thread = threading.Thread(target=target, name=f"napari-dgno {handle.description}", daemon=True)
     thread.start()
