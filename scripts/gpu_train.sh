@@ -5,9 +5,13 @@ set -u
 limit=$1; shift
 export PYTHONPATH=$PWD/src:$PWD/.gpu/site PYTHONUNBUFFERED=1
 mkdir -p runs
+# The GPU trains far faster than one core simulates batches: share the cores out as data workers
+# (train/workers.py), one core per run left for its own process.
+workers=${DATA_WORKERS:-$(( $(nproc) / $# - 1 ))}
+[ "$workers" -lt 1 ] && workers=1
 for cfg in "$@"; do
   name=$(basename "$cfg" .yaml)
-  timeout "$limit" python3 scripts/train_run.py "$cfg" > "runs/$name.log" 2>&1 &
+  timeout "$limit" python3 scripts/train_run.py "$cfg" data_workers=$workers > "runs/$name.log" 2>&1 &
 done
 wait
 for cfg in "$@"; do name=$(basename "$cfg" .yaml); grep -E "val|Error|error" "runs/$name.log" | tail -3; tail -n 2 "runs/$name.log"; done

@@ -288,3 +288,34 @@ def test_threads_follow_the_environment_when_the_config_has_none(tmp_path, monke
         callbacks=Callbacks(on_step=lambda i: seen.append(torch.get_num_threads())),
     ).run()
     assert seen[-1] == 1
+
+
+def test_worker_processes_draw_batches_by_step_and_resume_exactly(tmp_path):
+    """data_workers: step k's batch comes from (seed, k), whatever the number of workers."""
+    from napari_dgno.train.workers import StepBatches, step_generator, worker_batches
+
+    source = TinySource()
+    drawn = list(worker_batches(source, 2, 3, 2, 5, workers=2))
+    assert len(drawn) == 3
+    for step, (blurred, sharp) in zip(range(2, 5), drawn, strict=True):
+        b, s = source.make_batch(2, step_generator(3, step))
+        torch.testing.assert_close(blurred, b)
+        torch.testing.assert_close(sharp, s)
+    torch.testing.assert_close(StepBatches(source, 2, 3)[4][0], drawn[-1][0])
+
+    straight = Trainer(_config(tmp_path / "a", data_workers=2), source=TinySource()).run()
+    done = {"steps": 0}
+    stopped = Trainer(
+        _config(tmp_path / "b", data_workers=1),
+        source=TinySource(),
+        callbacks=Callbacks(
+            on_step=lambda info: done.update(steps=info.step), should_stop=lambda: done["steps"] >= 4
+        ),
+    )
+    stopped.run()
+    resumed = Trainer(_config(tmp_path / "b", data_workers=2), source=TinySource()).run(resume=True)
+    a, b = _weights(straight), _weights(resumed)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="data_workers"):
+        _config(tmp_path, data_workers=-1)

@@ -33,6 +33,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--base", metavar="MODEL", help="fine-tune from this model name or checkpoint path")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, help="CPU threads")
+    p.add_argument(
+        "--data-workers",
+        type=int,
+        metavar="N",
+        help="processes that simulate batches ahead (for GPUs; step k's batch then comes from (seed, k))",
+    )
     p.add_argument("--no-resume", action="store_true", help="start again even if checkpoints exist")
     p.add_argument("--install", action="store_true", help="copy the result to the user model folder")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -41,7 +47,7 @@ def add_parser(subparsers) -> None:
 
 def _overrides(args) -> dict:
     out = {}
-    for key in ("steps", "name", "output_dir", "device", "threads"):
+    for key in ("steps", "name", "output_dir", "device", "threads", "data_workers"):
         value = getattr(args, key)
         if value is not None:
             out[key] = value

@@ -33,6 +33,9 @@ class TrainConfig:
     val_patch: int = 256
     checkpoint_every: int = 100
     seed: int = 0
+    # Processes that simulate batches ahead (train/workers.py). 0: the training process draws them
+    # from one stream; N > 0: step k's batch is drawn from (seed, k), the same for any N.
+    data_workers: int = 0
     threads: int | None = None  # CPU threads; None keeps torch's default
     device: str = "auto"
     amp: bool = True  # mixed precision on CUDA (bf16); no effect on CPU
@@ -52,6 +55,14 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training config keys: {unknown}")
         return cls(**data)
+
+    def __post_init__(self):
+        if (
+            isinstance(self.data_workers, bool)
+            or not isinstance(self.data_workers, int)
+            or self.data_workers < 0
+        ):
+            raise ValueError(f"data_workers must be a whole number >= 0, got {self.data_workers!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

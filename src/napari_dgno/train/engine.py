@@ -38,6 +38,7 @@ from . import distributed
 from . import state as ckpt
 from .config import TrainConfig
 from .losses import multiscale_l1_fft
+from .workers import worker_batches
 
 # A base model this far below the blurred input on the run's own validation pairs means the pairs
 # are wrong (a good model on other optics loses a few dB at most; pairs in other units lose tens).
@@ -247,13 +248,19 @@ class Trainer:
             ddp = self.dist.wrap(model)  # None for one process
             t0 = time.perf_counter() - seconds
             step = start
+            drawn = None
+            if cfg.data_workers:
+                drawn = worker_batches(
+                    self.source, cfg.batch_size, cfg.seed, start, cfg.steps, cfg.data_workers
+                )
             self._log(f"{cfg.name}: steps {start}..{cfg.steps}, {count_parameters(model):,} parameters")
             while step < cfg.steps and not self.stopped:
                 if self.dist.any(bool(self.callbacks.should_stop and self.callbacks.should_stop())):
                     self.stopped = True
                     break
                 before = rng.bit_generator.state  # an interrupted step draws its batch again on resume
-                loss = self._interruptible(switch, self._step, model, ddp, optimizer, rng)
+                batch = next(drawn) if drawn is not None else self.source.make_batch(cfg.batch_size, rng)
+                loss = self._interruptible(switch, self._step, model, ddp, optimizer, batch)
                 if loss is None:
                     optimizer.zero_grad(set_to_none=True)
                     rng.bit_generator.state = before
@@ -301,12 +308,11 @@ class Trainer:
         finally:
             switch.armed = False
 
-    def _step(self, model, ddp, optimizer, rng) -> torch.Tensor:
+    def _step(self, model, ddp, optimizer, batch) -> torch.Tensor:
         """Forward and backward of one batch (gradients left in the parameters); returns the loss."""
         cfg = self.cfg
         # Every rank draws the same global batch and keeps its slice (see distributed.py).
-        blurred, sharp = self.source.make_batch(cfg.batch_size, rng)
-        blurred, sharp = self.dist.shard(blurred), self.dist.shard(sharp)
+        blurred, sharp = (self.dist.shard(t) for t in batch)
         blurred, sharp = blurred.to(self.device), sharp.to(self.device)
         with autocast_context(self.device, cfg.amp):
             outputs = model.forward_multiscale(blurred) if ddp is None else ddp(blurred)
