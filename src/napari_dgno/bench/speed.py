@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_dgno.inference.engine import deblur
+from napari_dgno.memory import keep_freed_memory
 from napari_dgno.registry import load_model
 from napari_dgno.train.losses import multiscale_l1_fft
 
@@ -187,6 +188,7 @@ def run_speed(models: dict[str, str], *, out: Path | None = None, log: Log = pri
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
+        "memory_reuse": keep_freed_memory(),  # as the children have it: they inherit the environment
         "rows": rows,
         "fixed_cost": fixed,
         "busy": busy,
@@ -213,6 +215,7 @@ def to_markdown(report: dict) -> str:
             f"{cell(r, 'peak_rss_mb', '.0f')} | {r.get('threads', '–')} |"
         )
     f, b = report["fixed_cost"], report["busy"]
+    reuse = {True: "on", False: "off"}.get(report.get("memory_reuse"), "not recorded")
     lines += [
         "",
         "Throughput in Mpx/s; train step = batch 16 at 128², forward + backward + AdamW.",
@@ -220,7 +223,8 @@ def to_markdown(report: dict) -> str:
         f"{f['after_imports_s']:.2f} s after the imports ({f['imports_s']:.2f} s).",
         f"512² with one core busy elsewhere: {b['busy_s']:.2f} s vs {b['idle_s']:.2f} s idle "
         f"({b['ratio']:.1f}x).",
-        f"Machine: {report['machine']}; OMP_WAIT_POLICY={report['omp_wait_policy']}; {report['date']}.",
+        f"Machine: {report['machine']}; OMP_WAIT_POLICY={report['omp_wait_policy']}; "
+        f"glibc memory reuse: {reuse}; {report['date']}.",
     ]
     return "\n".join(lines) + "\n"
 
