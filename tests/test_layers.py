@@ -11,7 +11,7 @@ import napari_dgno
 
 ROOT = Path(napari_dgno.__file__).parent
 LAYERS = {  # top-level module or package -> layer (higher may import lower, never the reverse)
-    "errors": 0, "options": 0, "normalize": 0, "devices": 0, "tiling": 0, "metrics": 0,
+    "errors": 0, "options": 0, "normalize": 0, "devices": 0, "tiling": 0, "metrics": 0, "memory": 0,
     "model": 1,
     "io": 2, "physics": 2, "data": 2,
     "registry": 3,
