@@ -23,7 +23,7 @@ def test_equal_step_runs_differ_only_in_the_network():
     recipes = {
         p.stem: yaml.safe_load(p.read_text()) for p in (REPO / "configs" / "equal-steps").glob("*.yaml")
     }
-    assert {"dgno-face", "dgno-p0dg", "dgno-none", "global-no", "nafnet"} <= set(recipes)
+    assert {"dgno-face", "dgno-face-nogate", "dgno-p0dg", "dgno-none", "global-no", "nafnet"} <= set(recipes)
     network_keys = {"name", "architecture", "preset", "model"}
     shared = [{k: v for k, v in r.items() if k not in network_keys} for r in recipes.values()]
     assert all(s == shared[0] for s in shared)
