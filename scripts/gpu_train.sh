@@ -15,12 +15,5 @@ for cfg in "$@"; do
 done
 wait
 for cfg in "$@"; do name=$(basename "$cfg" .yaml); grep -E "val|Error|error" "runs/$name.log" | tail -3; tail -n 2 "runs/$name.log"; done
-# One tar a run ($OUT returns at most 8 files of 16 MiB): its logs, and its model if it finished,
-# else its newest checkpoint, to resume from later (dgno train --config ... --output-dir runs).
-for cfg in "$@"; do
-  run=$(python3 -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['name'])" "$cfg")
-  latest=$(ls runs/"$run"/step-*.json 2>/dev/null | sort | tail -n 1 | sed 's/\.json$//')
-  tar -cf "$OUT/$run.tar" "runs/$(basename "$cfg" .yaml).log" $(ls runs/"$run"/train.log \
-    runs/"$run"/"$run".safetensors runs/"$run"/"$run".json ${latest:+"$latest".*} 2>/dev/null)
-done
+bash scripts/pack_runs.sh "$@"
 ls -la "$OUT"
