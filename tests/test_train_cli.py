@@ -51,6 +51,12 @@ def test_train_bad_config_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown training config keys" in err[0]
     assert main(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
+    capsys.readouterr()
+    good = tmp_path / "good.yaml"
+    good.write_text("name: x\n")
+    assert main(["train", "--config", str(good), "--data-workers", "-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "data_workers must be a whole number >= 0, got -1" in err[0]
 
 
 @pytest.mark.slow
