@@ -4,8 +4,9 @@ Why: glibc hands every allocation over 32 MB (a 2048² feature map of 16 channel
 training batch's is 17-67 MB) to ``mmap`` and returns it with ``munmap`` when freed, so each layer of
 the network page-faults its output into existence and the kernel zeroes it first. Measured on the
 2-core CPU (quiet, back to back with ``NAPARI_DGNO_MALLOC=system``): 2048² inference 0.20 →
-0.47-0.64 Mpx/s, a training step (batch 16, 128²) 1.5-1.7 → 1.1-1.4 s. Intel's PyTorch tuning guide gets the same effect by preloading
-jemalloc or tcmalloc; ``mallopt`` gets it without a preload, from inside the process.
+0.47-0.64 Mpx/s, a training step (batch 16, 128²) 1.5-1.7 → 1.1-1.4 s. Intel's PyTorch tuning
+guide gets the same effect by preloading jemalloc or tcmalloc; ``mallopt`` gets it without a
+preload, from inside the process.
 
 The cost is that freed memory stays with the process until :func:`release_freed_memory`. So the
 setting is made only in processes that run for the work (``dgno``, scripts, training): inside napari,
