@@ -39,6 +39,19 @@ _MAGIC = {
 _INCH = 2  # TIFF ResolutionUnit: pixels per inch
 
 
+LAZY_BYTES = 1 << 30  # above this, read_image returns a dask array unless told otherwise
+
+
+def lazy_above(lazy: bool | int | None, nbytes: int) -> bool:
+    """Whether ``read_image(lazy=...)`` reads ``nbytes`` of data lazily: True, False, ``None``
+    (above :data:`LAZY_BYTES`) or a byte count (above it)."""
+    if lazy is None:
+        return nbytes > LAZY_BYTES
+    if isinstance(lazy, bool):
+        return lazy
+    return nbytes > int(lazy)
+
+
 def suffix_of(path: str | os.PathLike) -> str:
     name = Path(path).name.lower()
     for suffix in (".ome.tiff", ".ome.tif"):
@@ -172,7 +185,7 @@ def read_vendor(path: Path, channel_axis: int | None = None, lazy: bool | None =
         if value:
             physical[f"PhysicalSize{letter}"] = float(value)
             physical[f"PhysicalSize{letter}Unit"] = "µm"
-    if lazy is False:
+    if not lazy_above(True if lazy is None else lazy, data.nbytes):  # always lazy unless told
         try:
             data = data.compute()
         except Exception as err:

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import InputError
 from .atomic import atomic_dir
+from .formats import lazy_above
 
 ZARR_SUFFIXES = (".zarr", ".ome.zarr")
 ZARR_MARKERS = (".zgroup", ".zarray", "zarr.json")
@@ -92,7 +93,7 @@ def read_zarr(path: str | os.PathLike, *, channel_axis: int | None = None, lazy:
         channel_axis %= len(shape)
         data = da.moveaxis(data, channel_axis, 0)
         letters = letters[channel_axis] + letters[:channel_axis] + letters[channel_axis + 1 :]
-    if lazy is False:
+    if not lazy_above(True if lazy is None else lazy, data.nbytes):  # always lazy unless told
         try:
             data = data.compute()
         except Exception as err:

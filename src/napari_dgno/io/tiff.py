@@ -17,10 +17,17 @@ import numpy as np
 
 from ..errors import InputError, one_line
 from .atomic import atomic_file, atomic_path
-from .formats import TIFF_MAGIC, not_tiff_message, read_common, read_vendor, reader_kind
+from .formats import (
+    LAZY_BYTES,  # noqa: F401  (re-exported: read_image documents it)
+    TIFF_MAGIC,
+    lazy_above,
+    not_tiff_message,
+    read_common,
+    read_vendor,
+    reader_kind,
+)
 from .ome_zarr import is_zarr_path, read_zarr
 
-LAZY_BYTES = 1 << 30  # above this, read_image returns a dask array unless told otherwise
 _RGB = 2  # TIFF photometric interpretation RGB
 # How far a page's data can expand when decoded, by TIFF compression code, with margin: none,
 # LZW (~1300:1 at most), deflate (1032:1), PackBits (64:1). Other codecs are not checked.
@@ -123,16 +130,6 @@ def _metadata(tif, series, page) -> dict:
             info["resolution"] = tuple(float(v) for v in page.get_resolution())
             info["resolutionunit"] = int(page.resolutionunit)
     return info
-
-
-def lazy_above(lazy: bool | int | None, nbytes: int) -> bool:
-    """Whether ``read_image(lazy=...)`` reads ``nbytes`` of data lazily: True, False, ``None``
-    (above :data:`LAZY_BYTES`) or a byte count (above it)."""
-    if lazy is None:
-        return nbytes > LAZY_BYTES
-    if isinstance(lazy, bool):
-        return lazy
-    return nbytes > int(lazy)
 
 
 def read_image(path: str | os.PathLike, *, channel_axis: int | None = None, lazy: bool | int | None = None):
