@@ -44,6 +44,25 @@ def test_train_smoke_config_and_install(tmp_path, monkeypatch):
     assert main(["models", "--json"]) == 0
 
 
+def test_a_resumed_runs_progress_bar_counts_its_rate_from_the_resumed_step(tmp_path, monkeypatch):
+    """Else a run resumed at step 5500 shows hundreds of steps a second and a wrong time left."""
+    import tqdm
+
+    bars = []
+
+    class Recording(tqdm.tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            bars.append(self)
+
+    monkeypatch.setattr(tqdm, "tqdm", Recording)
+    args = ["train", "--config", str(REPO / "configs/smoke.yaml"), "--output-dir", str(tmp_path)]
+    assert main([*args, "--steps", "2"]) == 0
+    assert bars[-1].initial == 0 and bars[-1].n == 2
+    assert main([*args, "--steps", "4"]) == 0
+    assert bars[-1].initial == 2 and bars[-1].n == 4
+
+
 def test_train_bad_config_is_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nlearning_rate: 3\n")

@@ -86,6 +86,10 @@ def run(args) -> int:
 
     def on_step(info):
         if bar is not None:
+            if bar.initial == 0 and bar.n == 0 and info.step > 1:
+                # A resumed run: rate and time left count from here, not from step 0.
+                bar.reset(total=cfg.steps)
+                bar.initial = bar.last_print_n = info.step - 1
             bar.n = info.step
             bar.set_postfix(loss=f"{info.loss:.4f}", lr=f"{info.lr:.1e}", refresh=False)
             bar.refresh()
