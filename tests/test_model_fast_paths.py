@@ -124,3 +124,25 @@ def test_small_preset_gives_the_same_result_whole_and_in_grid_aligned_pieces():
     span = float(whole.max() - whole.min())
     assert float((left - whole[..., :, :128]).abs().max()) < 0.01 * span
     assert float((right - whole[..., :, 128:]).abs().max()) < 0.01 * span
+
+
+@pytest.mark.parametrize("architecture", ["dgno", "nafnet"])
+def test_a_one_channel_image_runs_channels_last_through_the_networks(architecture):
+    """A 1-channel image is both layouts at once; with channels-first weights the first convolution
+    switched the whole network to channels-first (20-30 % slower, every norm paying a copy)."""
+    from napari_dgno import load_model
+    from napari_dgno.model.config import NAFNetConfig
+
+    if architecture == "dgno":
+        net = load_model("dgno-small-face", device="cpu").net  # shipped weights, via load_state_dict
+    else:
+        net = build_model("nafnet", NAFNetConfig())
+    layouts = []
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.out_channels > 1]
+    for conv in convs:
+        conv.register_forward_hook(
+            lambda m, i, o: layouts.append(o.is_contiguous(memory_format=torch.channels_last))
+        )
+    with torch.inference_mode():
+        net(torch.rand(1, 1, 128, 128))
+    assert layouts and all(layouts)

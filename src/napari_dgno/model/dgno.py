@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import Downsample, NAFBlock, Upsample
+from .blocks import Downsample, NAFBlock, Upsample, channels_last_weights
 from .config import DGNOConfig, check_element_size
 from .dg import DGLayer
 from .elements import pad_multiple
@@ -58,6 +58,7 @@ class DGNO(nn.Module):
         self.heads = nn.ModuleList(
             nn.Conv2d(widths[i], config.in_channels, 3, padding=1) for i in range(levels - 1)
         )
+        channels_last_weights(self)
 
     def _encoder_block(self, kind: str, channels: int, level: int) -> nn.Module:
         cfg = self.config

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import Downsample, NAFBlock, Upsample
+from .blocks import Downsample, NAFBlock, Upsample, channels_last_weights
 from .config import NAFNetConfig
 
 
@@ -31,6 +31,7 @@ class NAFNet(nn.Module):
             c //= 2
             self.decoders.append(nn.Sequential(*(NAFBlock(c, pool=pools[level]) for _ in range(n))))
         self.ending = nn.Conv2d(c, config.in_channels, 3, padding=1)
+        channels_last_weights(self)
 
     def pad_multiple(self, element_size: int | None = None) -> int:
         return math.lcm(1 << len(self.config.enc_blocks), self.config.pool_window or 1)

@@ -384,7 +384,8 @@ class Trainer:
                     f"cannot resume from {stem}: it does not fit this training config ({reason}); "
                     "start again with --no-resume or use another --name"
                 ) from None
-            ema.shadow = {k: v.to(self.device) for k, v in tensors["ema"].items()}
+            live = model.state_dict()  # the averages take the weights' device and layout
+            ema.shadow = {k: torch.empty_like(live[k]).copy_(v) for k, v in tensors["ema"].items()}
             self.history = meta["training"]["history"]
             self._log(f"resumed from {stem.name}")
             return step, float(resume["seconds"])

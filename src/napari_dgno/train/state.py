@@ -43,6 +43,12 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict, plain: di
         pid, slot = key.split(".", 1)
         state.setdefault(int(pid), {})[slot] = value
     optimizer.load_state_dict({"state": state, "param_groups": plain["param_groups"]})
+    # Saved tensors come back contiguous; give each moment its parameter's layout (channels-last
+    # convolution weights), so the optimiser's element-wise updates run on matching strides.
+    for param, slots in optimizer.state.items():
+        for slot, value in slots.items():
+            if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                slots[slot] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
 def rng_state(np_rng: np.random.Generator) -> tuple[dict, dict]:
