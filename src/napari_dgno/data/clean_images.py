@@ -18,7 +18,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage as ndi
+
+from napari_dgno.physics.filters import gaussian_blur
 
 __all__ = [
     "CELLS3D_PIXEL_UM",
@@ -202,7 +203,7 @@ def procedural_nuclei(
 
 def _smooth_noise(shape, rng: np.random.Generator, sigma: float) -> np.ndarray:
     """Gaussian-filtered white noise scaled to unit standard deviation."""
-    field = ndi.gaussian_filter(rng.standard_normal(shape), sigma, mode="wrap")
+    field = gaussian_blur(rng.standard_normal(shape), sigma, mode="wrap")
     return field / max(float(field.std()), 1e-12)
 
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from scipy import ndimage as ndi
 
 from napari_dgno.physics.blur import EigenPSFBasis, eigen_psf_basis, scatter_blur_torch
 from napari_dgno.physics.depth import DepthConfig, random_depth_map
+from napari_dgno.physics.filters import gaussian_blur
 from napari_dgno.physics.noise import CameraConfig, camera_noise, noiseless_camera
 from napari_dgno.physics.psf import Optics
 
@@ -99,7 +99,7 @@ def simulate_batch(
     if config.haze[1] > 0:
         for i in range(b):
             frac, sigma = rng.uniform(*config.haze), rng.uniform(*config.haze_sigma_px)
-            glow = ndi.gaussian_filter(photons[i].astype(np.float64), sigma, mode="reflect")
+            glow = gaussian_blur(photons[i], sigma, mode="reflect")
             glow *= frac * cameras[i].peak_photons / max(float(glow.max()), 1e-12)
             blurred[i] += glow.astype(np.float32)
             photons[i] = photons[i] + glow.astype(np.float32)
