@@ -140,7 +140,11 @@ def test_edges_are_not_attenuated():
 
 def test_auto_sizes():
     assert auto_tile((520, 696), 8) == 696  # a BBBC006 image is one tile on CPU
-    assert auto_tile((2048, 2048), 16) == 640 and auto_tile((2048, 2048), 64) == 640
+    # Above that, the CPU tile of 640-768 px computing the least area: 9 tiles of 768 for 2048²
+    # instead of 16 of 640; planes over 4096² (streamed, 1 GB for 8192²) stay at 640.
+    assert auto_tile((2048, 2048), 16) == 768 and auto_tile((2048, 2048), 64) == 768
+    assert len(plan_tiles((2048, 2048), 768, auto_overlap(768, 64), 64)) == 9
+    assert auto_tile((1024, 1024), 64) == 640 and auto_tile((8192, 8192), 64) == 640
     assert auto_tile((2048, 2048), 16, "cuda") == 2048
     # At least two 64-px scan windows of overlap, at most half the tile, on the grid.
     assert auto_overlap(768, 64) == 128 and auto_overlap(2048, 64) == 256 and auto_overlap(256, 64) == 128

@@ -356,7 +356,8 @@ def deblur(
     device: "auto", "cpu", "cuda", "cuda:N". With "auto", an already loaded model stays where it is;
         an explicit device moves it there (in place).
     tile, overlap: pixels (tile 16-8192, overlap smaller than the tile) or "auto" (whole plane up
-        to 768² on CPU / 2048² on GPU, else 640 px tiles with ~1/8 overlap, at least 128 px). Both
+        to 768² on CPU / 2048² on GPU, else 640-768 px tiles, whichever computes the least area,
+        with ~1/8 overlap, at least 128 px; 640 px for planes over 4096² and on GPU). Both
         are rounded up to the network's grid. On GPU out-of-memory the tile is halved (down to 64
         px) and the plane retried.
     progress: ``progress(done, total)`` after each tile; total = tiles per plane × planes (it grows
