@@ -74,7 +74,9 @@ def available_devices() -> list[tuple[str, str]]:
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
     """bfloat16 on GPUs that support it (no overflow in the attention sums), else float16; None
-    (full float32) on CPU, where reduced precision is slower, not faster."""
+    (full float32) on CPU. Why not bfloat16 there: on CPUs with AVX512-BF16 it is 1.45x faster (768²,
+    2 cores) but moves the shipped model's output by up to 2 % of its range (rms 0.2 %), and whether
+    a CPU has it would then change the answer from one machine to the next."""
     device = torch.device(device)
     if device.type != "cuda":
         return None
