@@ -46,3 +46,24 @@ def test_each_run_comes_back_with_its_model_or_its_newest_checkpoint(tmp_path):
             "runs/nafnet.log",
         ],
     }
+
+
+def test_the_training_queue_runs_each_entry_and_resumes_finished_ones_cheaply(tmp_path):
+    """scripts/train_queue.sh: the command that carries long CPU runs from session to session."""
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "TRAIN_ARGS": "--steps 2",
+        "THREADS": "1",
+    }
+    smoke = REPO / "configs" / "smoke.yaml"
+    entries = [f"{tmp_path / 'a'}={smoke}", f"{tmp_path / 'b'}={smoke}"]
+    queue = ["bash", str(REPO / "scripts" / "train_queue.sh"), *entries]
+    first = subprocess.run(queue, env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    for folder in ("a", "b"):
+        assert (tmp_path / folder / "smoke" / "smoke.safetensors").is_file()
+    assert first.stdout.count("(exit 0)") == 2
+    again = subprocess.run(queue, env=env, capture_output=True, text=True, timeout=600)
+    assert again.stdout.count("(exit 0)") == 2
+    assert (tmp_path / "a" / "smoke" / "train.log").read_text().count("resumed from step-") == 1
