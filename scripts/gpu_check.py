@@ -43,3 +43,22 @@ info = {}
 out = deblur(big, gpu_model, device="cuda", tile=4096, overlap=64, info=info)
 del hog
 print("OOM fallback: tile used", info.get("tile"), "| finite:", bool(np.isfinite(out).all()))
+
+# Which scan path a GPU wants: whole tensors and one launch per step (the default there) or the
+# CPU's fused, cache-sized steps (model/scan.py). A training-sized bottleneck scan, forward + backward.
+from napari_dgno.model.scan import selective_scan_tokens  # noqa: E402
+
+L, N, d, n = 64, 64, 128, 8
+args = [torch.randn(L, N, d, device="cuda"), torch.rand(L, N, d, device="cuda") * 0.1]
+args += [-torch.rand(d, n, device="cuda"), torch.randn(L, N, n, device="cuda")]
+args += [torch.randn(L, N, n, device="cuda")]
+for t in args:
+    t.requires_grad_()
+for fused in (False, True):
+    for i in range(6):
+        if i == 1:
+            torch.cuda.synchronize()
+            t = time.perf_counter()
+        selective_scan_tokens(*args, fused=fused).sum().backward()
+    torch.cuda.synchronize()
+    print(f"scan fwd+bwd on cuda, fused={fused}: {(time.perf_counter() - t) / 5 * 1e3:.1f} ms")

@@ -23,16 +23,19 @@ def _scan_inputs(b=2, d=5, n=4, length=37):
     return [t.requires_grad_() for t in (u, delta, A, B, C, D, bias)]
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["fused-cpu", "large-kernels-gpu"])
 @pytest.mark.parametrize("length", [1, 2, 7, 64, 37])
-def test_fast_scan_matches_the_per_step_loop_in_outputs_and_gradients(length):
+def test_fast_scan_matches_the_per_step_loop_in_outputs_and_gradients(length, fused):
     inputs = _scan_inputs(length=length)
-    fast = selective_scan(*inputs[:6], delta_bias=inputs[6])
+    fast = selective_scan(*inputs[:6], delta_bias=inputs[6], fused=fused)
     grads_fast = torch.autograd.grad(fast.pow(2).sum(), inputs, materialize_grads=True)
     slow = selective_scan_reference(*inputs[:6], delta_bias=inputs[6])
     grads_slow = torch.autograd.grad(slow.pow(2).sum(), inputs, materialize_grads=True)
     torch.testing.assert_close(fast, slow, rtol=1e-10, atol=1e-10)
     with torch.no_grad():  # inference keeps two states, not L
-        torch.testing.assert_close(selective_scan(*inputs[:6], delta_bias=inputs[6]), slow.detach())
+        torch.testing.assert_close(
+            selective_scan(*inputs[:6], delta_bias=inputs[6], fused=fused), slow.detach()
+        )
     for gf, gs in zip(grads_fast, grads_slow, strict=True):
         torch.testing.assert_close(gf, gs, rtol=1e-9, atol=1e-9)
 

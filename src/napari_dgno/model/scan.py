@@ -11,7 +11,9 @@ Why one fused step and a hand-written backward: the decays exp(Δ_t A) and the d
 (L, N, d, n) tensors, 16 MB for a training batch, too large for the CPU's cache. Built one time step
 at a time they are 250 kB slices that stay in cache, and the backward pass (the adjoint recurrence,
 backwards in time) recomputes each step's decay instead of storing it. Autograd keeps only the states
-h, and no chain of broadcasting products and reductions over the full tensors.
+h, and no chain of broadcasting products and reductions over the full tensors. On a GPU the
+balance is the other way (a kernel launch costs microseconds, memory is plentiful): there the scan
+builds whole tensors and launches one kernel per step (``_scan_large_kernels``).
 
 Layout: time first. ``selective_scan_tokens`` takes (L, N, d) tokens and (L, N, n) B / C, the layout
 the encoder produces; ``selective_scan`` keeps Mamba's (b, d, L) signature for callers and tests.
@@ -84,10 +86,64 @@ class _SelectiveScan(torch.autograd.Function):
         return grad_u, grad_delta, grad_A_tokens.sum(0), grad_B, grad_C
 
 
-def selective_scan_tokens(u, delta, A, B, C, D=None) -> torch.Tensor:
-    """Selective scan in time-first layout: u, delta (L, N, d) with Δ already positive; A (d, n);
-    B, C (L, N, n); D (d,). Returns y (L, N, d)."""
+class _LinearRecurrence(torch.autograd.Function):
+    """h_t = a_t h_{t-1} + b_t along dim 0 (h_{-1} = 0), with the adjoint recurrence as backward: the
+    large-kernel path, for GPUs."""
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        a, b = a.contiguous(), b.contiguous()
+        h = torch.empty_like(b)
+        h[0] = b[0]
+        for t in range(1, b.shape[0]):
+            torch.addcmul(b[t], a[t], h[t - 1], out=h[t])
+        ctx.save_for_backward(a, h)
+        return h
+
+    @staticmethod
+    def backward(ctx, grad_h: torch.Tensor):
+        a, h = ctx.saved_tensors
+        grad_h = grad_h.contiguous()
+        # λ_t = g_t + a_{t+1} λ_{t+1}: how much the loss changes with b_t.
+        lam = torch.empty_like(grad_h)
+        lam[-1] = grad_h[-1]
+        for t in range(grad_h.shape[0] - 2, -1, -1):
+            torch.addcmul(grad_h[t], a[t + 1], lam[t + 1], out=lam[t])
+        grad_a = torch.empty_like(a)
+        grad_a[0] = 0
+        torch.mul(lam[1:], h[:-1], out=grad_a[1:])
+        return grad_a, lam
+
+
+def _scan_large_kernels(u, delta, A, B, C) -> torch.Tensor:
+    """Decays and drives as whole (L, N, d, n) tensors, one launch per recurrence step: fewer, larger
+    kernels, which is what a GPU wants (each launch costs microseconds; memory is plentiful)."""
+    decay = torch.exp(delta.unsqueeze(-1) * A)
+    drive = (delta * u).unsqueeze(-1) * B.unsqueeze(-2)
     if torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C)):
+        h = _LinearRecurrence.apply(decay, drive)
+        L, N, d, n = h.shape
+        return torch.bmm(h.reshape(L * N, d, n), C.reshape(L * N, n, 1)).reshape(L, N, d)
+    with torch.no_grad():  # keep one state, not L
+        L, N, d, n = drive.shape
+        y, h, C = drive.new_empty(L, N, d), drive.new_zeros(N, d, n), C.contiguous()
+        for t in range(L):
+            h = torch.addcmul(drive[t], decay[t], h)
+            torch.bmm(h, C[t].unsqueeze(-1), out=y[t].unsqueeze(-1))
+        return y
+
+
+def selective_scan_tokens(u, delta, A, B, C, D=None, fused: bool | None = None) -> torch.Tensor:
+    """Selective scan in time-first layout: u, delta (L, N, d) with Δ already positive; A (d, n);
+    B, C (L, N, n); D (d,). Returns y (L, N, d).
+
+    ``fused``: one cache-sized step at a time (``_SelectiveScan``), or whole tensors and few large
+    kernels (``_scan_large_kernels``); None picks the first on CPU, the second on GPU."""
+    if fused is None:
+        fused = not u.is_cuda
+    if not fused:
+        y = _scan_large_kernels(u, delta, A, B, C)
+    elif torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C)):
         y = _SelectiveScan.apply(u, delta, A, B, C)
     else:
         with torch.no_grad():
@@ -109,11 +165,11 @@ def _prepare_delta(delta, delta_bias, delta_softplus):
     return F.softplus(delta) if delta_softplus else delta
 
 
-def selective_scan(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True):
+def selective_scan(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True, fused=None):
     """Mamba's signature: u, delta (b, d, L); A (d, n); B, C (b, n, L); D (d,). Returns (b, d, L)."""
     delta = _prepare_delta(delta, delta_bias, delta_softplus)
     y = selective_scan_tokens(
-        u.permute(2, 0, 1), delta.permute(2, 0, 1), A, B.permute(2, 0, 1), C.permute(2, 0, 1), D
+        u.permute(2, 0, 1), delta.permute(2, 0, 1), A, B.permute(2, 0, 1), C.permute(2, 0, 1), D, fused
     )
     return y.permute(1, 2, 0)
 
