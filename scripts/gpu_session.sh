@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything one lent GPU session does, in one call (the device's 15 minutes are for all tries):
-# the CUDA checks, then v3 continued from its committed checkpoint and the seven equal-step runs,
+# the CUDA checks, then v3 and the seven equal-step runs, each continued from its committed checkpoint,
 # side by side for SECONDS, each brought back as one tar in $OUT (8 files: the device returns at most
 # 8). Usage on the device machine: bash scripts/gpu_session.sh 480
 # Every run keeps float32 (amp=false: what the CPU trains in, so a run continued on either machine
@@ -19,7 +19,8 @@ timeout "$limit" python3 scripts/train_run.py configs/dgno-small-face-v3.yaml ou
   amp=false data_workers=$v3_workers > runs/dgno-small-face-v3.log 2>&1 &
 for cfg in configs/equal-steps/*.yaml; do
   name=$(basename "$cfg" .yaml)
-  timeout "$limit" python3 scripts/train_run.py "$cfg" amp=false data_workers=$each > "runs/$name.log" 2>&1 &
+  timeout "$limit" python3 scripts/train_run.py "$cfg" output_dir=training/equal-steps amp=false \
+    data_workers=$each > "runs/$name.log" 2>&1 &
 done
 wait
 for log in runs/*.log; do echo "== $log"; grep -E "val PSNR|Error" "$log" | tail -2; tail -n 1 "$log"; done
@@ -29,5 +30,5 @@ grep -qx "training/dgno-small-face-v3/dgno-small-face-v3" runs/dgno-small-face-v
   && model=$(ls training/dgno-small-face-v3/dgno-small-face-v3.*)
 # shellcheck disable=SC2086  # $model is a list of files
 tar -cf "$OUT/dgno-small-face-v3.tar" runs/dgno-small-face-v3.log "$latest".* $model
-bash scripts/pack_runs.sh configs/equal-steps/*.yaml
+RUN_DIR=training/equal-steps bash scripts/pack_runs.sh configs/equal-steps/*.yaml
 ls -la "$OUT"

@@ -6,45 +6,59 @@ import sys
 import tarfile
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_each_run_comes_back_with_its_model_or_its_newest_checkpoint(tmp_path):
+@pytest.mark.parametrize(
+    "run_dir", [None, "training/equal-steps"]
+)  # GPU-only runs; runs resumed from CPU ones
+def test_each_run_comes_back_with_its_model_or_its_newest_checkpoint(tmp_path, run_dir):
     configs = {"face": "equal-dgno-face", "nafnet": "equal-nafnet"}
+    runs = tmp_path / (run_dir or "runs")
+    (tmp_path / "runs").mkdir()
     for stem, name in configs.items():
         (tmp_path / f"{stem}.yaml").write_text(f"name: {name}\n")
-        (tmp_path / "runs" / name).mkdir(parents=True)
+        (runs / name).mkdir(parents=True)
         (tmp_path / "runs" / f"{stem}.log").write_text("progress\n")
-        (tmp_path / "runs" / name / "train.log").write_text("log\n")
-    unfinished = tmp_path / "runs" / "equal-dgno-face"
+        (runs / name / "train.log").write_text("log\n")
+    unfinished = runs / "equal-dgno-face"
     for step in ("000100", "000200"):
         for suffix in ("json", "safetensors", "state.safetensors"):
             (unfinished / f"step-{step}.{suffix}").write_text("x")
-    finished = tmp_path / "runs" / "equal-nafnet"
+    finished = runs / "equal-nafnet"
     for suffix in ("json", "safetensors"):
         (finished / f"equal-nafnet.{suffix}").write_text("x")
     out = tmp_path / "out"
     out.mkdir()
     env = {**os.environ, "OUT": str(out), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    if run_dir:
+        env["RUN_DIR"] = run_dir
+    d = run_dir or "runs"
     subprocess.run(
         ["bash", str(REPO / "scripts" / "pack_runs.sh"), "face.yaml", "nafnet.yaml"],
         cwd=tmp_path, env=env, check=True,
     )  # fmt: skip
     packed = {p.name: sorted(tarfile.open(p).getnames()) for p in out.iterdir()}
     assert packed == {
-        "equal-dgno-face.tar": [
-            "runs/equal-dgno-face/step-000200.json",
-            "runs/equal-dgno-face/step-000200.safetensors",
-            "runs/equal-dgno-face/step-000200.state.safetensors",
-            "runs/equal-dgno-face/train.log",
-            "runs/face.log",
-        ],
-        "equal-nafnet.tar": [
-            "runs/equal-nafnet/equal-nafnet.json",
-            "runs/equal-nafnet/equal-nafnet.safetensors",
-            "runs/equal-nafnet/train.log",
-            "runs/nafnet.log",
-        ],
+        "equal-dgno-face.tar": sorted(
+            [
+                f"{d}/equal-dgno-face/step-000200.json",
+                f"{d}/equal-dgno-face/step-000200.safetensors",
+                f"{d}/equal-dgno-face/step-000200.state.safetensors",
+                f"{d}/equal-dgno-face/train.log",
+                "runs/face.log",
+            ]
+        ),
+        "equal-nafnet.tar": sorted(
+            [
+                f"{d}/equal-nafnet/equal-nafnet.json",
+                f"{d}/equal-nafnet/equal-nafnet.safetensors",
+                f"{d}/equal-nafnet/train.log",
+                "runs/nafnet.log",
+            ]
+        ),
     }
 
 
