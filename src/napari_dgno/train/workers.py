@@ -1,7 +1,9 @@
 """Training batches simulated by worker processes, for machines with more cores than one process feeds.
 
 Why: on a GPU a step of the ``small`` network takes milliseconds, while simulating its 16 varied
-pairs takes about a second of one CPU core, so a run that draws its own batches leaves the GPU idle.
+pairs takes 0.15-0.4 s of one CPU core (after each process has built the eigen-PSF bases of its 48
+microscopes, about 15 s at its start), so a run that draws its own batches leaves the GPU idle; on
+the CPU, one worker takes that time off the training step.
 torch's DataLoader spreads the draws over processes. So that the batches depend neither on the
 number of workers nor on when a run was stopped and resumed, the batch of step k comes from a
 generator seeded with ``(seed, k)`` instead of from one running stream (``data_workers: 0``, the
