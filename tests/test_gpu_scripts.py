@@ -11,12 +11,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize(
-    "run_dir", [None, "training/equal-steps"]
-)  # GPU-only runs; runs resumed from CPU ones
+# None: runs that only ever trained on the GPU; training/equal-steps: runs resumed from CPU checkpoints
+@pytest.mark.parametrize("run_dir", [None, "training/equal-steps"])
 def test_each_run_comes_back_with_its_model_or_its_newest_checkpoint(tmp_path, run_dir):
     configs = {"face": "equal-dgno-face", "nafnet": "equal-nafnet"}
-    runs = tmp_path / (run_dir or "runs")
+    d = run_dir or "runs"  # where the run folders are; progress logs stay in runs/
+    runs = tmp_path / d
     (tmp_path / "runs").mkdir()
     for stem, name in configs.items():
         (tmp_path / f"{stem}.yaml").write_text(f"name: {name}\n")
@@ -35,7 +35,6 @@ def test_each_run_comes_back_with_its_model_or_its_newest_checkpoint(tmp_path, r
     env = {**os.environ, "OUT": str(out), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     if run_dir:
         env["RUN_DIR"] = run_dir
-    d = run_dir or "runs"
     subprocess.run(
         ["bash", str(REPO / "scripts" / "pack_runs.sh"), "face.yaml", "nafnet.yaml"],
         cwd=tmp_path, env=env, check=True,
