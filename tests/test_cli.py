@@ -289,6 +289,20 @@ def test_models_lists_models_and_preset_costs(capsys, user_dir, checkpoint):
         assert int(row[2].replace(",", "")) > 0 and float(row[-1]) > 0
 
 
+def test_models_show_steps_over_all_stages_and_the_gain_over_input(capsys, user_dir):
+    torch.manual_seed(0)
+    stage1 = {"steps": 4000, "history": [{"step": 0, "input": {"psnr": 27.0}}]}
+    stage2 = {"steps": 16000, "history": [{"step": 0, "input": {"psnr": 21.5}}], "base_training": stage1}
+    save_checkpoint(user_dir / "two-stage", build_model("dgno", preset_config("tiny")), {
+        "preset": "tiny", "metrics": {"psnr": 25.75}, "training": stage2,
+    })  # fmt: skip
+    code, out, err = run(capsys, "models")
+    assert code == 0, err
+    row = next(line for line in out.splitlines() if line.startswith("two-stage"))
+    # 20,000 steps in all; the gain is over the last stage's own blurred input, not stage 1's.
+    assert "20,000" in row and "25.75 dB (+4.25 over input)" in row
+
+
 def test_models_json(capsys, user_dir):
     code, out, _ = run(capsys, "models", "--json", "--size", "256")  # costs are cached per size
     assert code == 0

@@ -9,11 +9,42 @@ import pytest
 import torch
 
 from napari_dgno.model import build_model, preset_config
-from napari_dgno.model.blocks import NAFBlock, Upsample, local_mean
+from napari_dgno.model.blocks import NAFBlock, Pointwise, Upsample, local_mean
+from napari_dgno.model.complexity import count_gmacs, preset_cost
 from napari_dgno.model.dg import ElementAttention, element_attention_reference
 from napari_dgno.model.encoder import SelectiveScan2d
 
 torch.manual_seed(0)
+
+
+@pytest.mark.parametrize("batch,channels_last", [(1, True), (1, False), (3, True)])
+def test_pointwise_equals_a_1x1_convolution_in_value_and_gradient(batch, channels_last):
+    conv = torch.nn.Conv2d(6, 10, 1)
+    fast = Pointwise(6, 10)
+    fast.load_state_dict(conv.state_dict())  # the same parameters: old checkpoints load as they were
+    x = torch.randn(batch, 6, 20, 28)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # where PyTorch's own choice is its im2col path
+    try:
+        got, want = fast(x), conv(x)
+        grad_out = torch.randn_like(want)
+        got_grads = torch.autograd.grad(got, [x, fast.weight, fast.bias], grad_out)
+        want_grads = torch.autograd.grad(want, [x, conv.weight, conv.bias], grad_out)
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    for g, w in zip(got_grads, want_grads, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
+
+
+def test_macs_counted_on_the_cpu_equal_the_shapes_only_count():
+    # The CPU path calls oneDNN's convolution directly; the counter must still see it.
+    _, meta_gmacs = preset_cost("small", "face", 128)
+    model = build_model("dgno", preset_config("small", flux="face"))
+    assert count_gmacs(model, 128) == pytest.approx(meta_gmacs)
 
 
 @pytest.mark.parametrize("flux", ["face", "p0dg", "none"])

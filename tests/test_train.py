@@ -112,6 +112,23 @@ def test_resume_gives_the_same_model_as_an_uninterrupted_run(tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
 
 
+def test_resuming_a_finished_run_leaves_its_model_as_it_was(tmp_path):
+    first = Trainer(_config(tmp_path), source=TinySource())
+    stem = first.run()
+    assert not first.up_to_date
+    files = [stem.with_suffix(".safetensors"), stem.with_suffix(".json")]
+    before = [(f.read_bytes(), f.stat().st_mtime_ns) for f in files]
+    again = Trainer(_config(tmp_path), source=TinySource())
+    assert again.run(resume=True) == stem and again.up_to_date
+    assert [(f.read_bytes(), f.stat().st_mtime_ns) for f in files] == before
+    # A model that is missing (or from another step) is written again from the last checkpoint.
+    files[0].unlink()
+    third = Trainer(_config(tmp_path), source=TinySource())
+    third.run(resume=True)
+    assert not third.up_to_date and files[0].is_file()
+    load_checkpoint(stem)
+
+
 class StopInside:
     """``should_stop`` that turns true in the middle of step ``at`` (after ``calls`` checks inside it)."""
 

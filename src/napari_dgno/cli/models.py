@@ -42,6 +42,14 @@ def _format_metrics(metrics: dict) -> str:
     return " ".join(parts) or "-"
 
 
+def _validation(m: dict) -> str:
+    """Validation PSNR with its gain over the blurred input of the same set, else the raw metrics."""
+    if "val_psnr" in m:
+        gain = m["val_psnr"] - m["val_input_psnr"]
+        return f"{m['val_psnr']:.2f} dB ({gain:+.2f} over input)"
+    return _format_metrics(m.get("metrics"))
+
+
 def _table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths, strict=True)).rstrip()]
@@ -138,7 +146,7 @@ def run_models(args) -> int:
         rows = []
         for m in models:
             if "error" in m:
-                rows.append([m["name"], m["source"], "-", "-", "-", "-", f"unreadable: {m['error']}"])
+                rows.append([m["name"], m["source"], "-", "-", "-", "-", "-", f"unreadable: {m['error']}"])
                 continue
             name = m["name"] + (" (default)" if m.get("default") else "")
             params = f"{m['params'] / 1e6:.2f} M" if m.get("params") else "-"
@@ -150,10 +158,13 @@ def run_models(args) -> int:
                     m.get("flux") or "-",
                     str(m["element_size"]) if m.get("element_size") is not None else "-",
                     params,
-                    _format_metrics(m.get("metrics")),
+                    f"{m['steps']:,}" if m.get("steps") else "-",
+                    _validation(m),
                 ]
             )
-        print(_table(rows, ["name", "source", "preset", "flux", "element px", "params", "metrics"]))
+        header = ["name", "source", "preset", "flux", "element px", "params", "steps", "validation"]
+        print(_table(rows, header))
+        print("steps: over every training stage; validation: PSNR on the model's own validation set")
     else:
         print(f"  (none: nothing shipped in {shipped_model_dir()}, no user models in {user_model_dir()})")
     print()

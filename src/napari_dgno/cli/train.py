@@ -116,8 +116,9 @@ def run(args) -> int:
         log_file.close()
     if not main_rank:
         return 130 if stopped else 0
+    what = "model (already up to date) at" if trainer.up_to_date else "model written to"
     print(
-        f"dgno: model written to {stem}.safetensors (+ .json); log in {cfg.run_dir / 'train.log'}",
+        f"dgno: {what} {stem}.safetensors (+ .json); log in {cfg.run_dir / 'train.log'}",
         file=sys.stderr,
     )
     if args.install:

@@ -101,6 +101,26 @@ def header_values(weights: Path) -> int | None:
         return None
 
 
+def training_summary(meta: dict) -> dict:
+    """Steps over every stage of a model's training, and its validation PSNR beside the blurred
+    input's on the same set. Why both: validation sets differ between recipes (an earlier one was
+    easier), so a PSNR alone compares models across sets; the gain over the input does not."""
+    training = meta.get("training")
+    if not isinstance(training, dict):
+        return {}
+    steps, stage = 0, training
+    while isinstance(stage, dict):
+        steps += int(stage.get("steps") or 0)
+        stage = stage.get("base_training")
+    out = {"steps": steps}
+    history = training.get("history") or []
+    try:
+        psnr, input_psnr = float(meta["metrics"]["psnr"]), float(history[0]["input"]["psnr"])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return out
+    return {**out, "val_psnr": psnr, "val_input_psnr": input_psnr}
+
+
 def entry(path: Path, source: str, read: Callable[[Path], dict] = read_json) -> dict:
     """One listing row from a checkpoint's JSON; an unreadable one carries ``error`` instead."""
     name = path.name[: -len(META_SUFFIX)]
@@ -121,6 +141,7 @@ def entry(path: Path, source: str, read: Callable[[Path], dict] = read_json) -> 
         params=params if isinstance(params, int) else header_values(weights),
         metrics=meta.get("metrics") or {},
         created=meta.get("created"),
+        **training_summary(meta),
     )
     return row
 

@@ -19,6 +19,37 @@ def channels_last_weights(net: nn.Module) -> nn.Module:
     return net.to(memory_format=torch.channels_last)
 
 
+_ONEDNN = torch.backends.mkldnn.is_available()
+
+
+def pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """A 1x1 convolution that takes oneDNN on the CPU whatever the batch size and thread count.
+
+    Why: for one thread and a batch under 16, PyTorch picks its im2col path
+    (``_slow_conv2d_forward``), which took a third of a one-thread 512² pass; oneDNN is 1.1-3x
+    faster on these shapes, and the output no longer depends on the thread count. Elsewhere (GPU,
+    meta, half precision, autocast) it is ``F.conv2d``. Autograd comes with the oneDNN op.
+    """
+    if (
+        _ONEDNN
+        and x.device.type == "cpu"
+        and x.dtype == weight.dtype == torch.float32
+        and not torch.is_autocast_enabled("cpu")
+    ):
+        return torch.ops.aten.mkldnn_convolution(x, weight, bias, [0, 0], [1, 1], [1, 1], 1)
+    return F.conv2d(x, weight, bias)
+
+
+class Pointwise(nn.Conv2d):
+    """``nn.Conv2d(cin, cout, 1)`` through ``pointwise``: same parameters, so checkpoints load as before."""
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = True):
+        super().__init__(in_channels, out_channels, 1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return pointwise(x, self.weight, self.bias)
+
+
 class LayerNorm2d(nn.Module):
     """LayerNorm over channels of a (B, C, H, W) tensor.
 
@@ -111,19 +142,19 @@ class NAFBlock(nn.Module):
         super().__init__()
         hidden = channels * expand
         self.norm1 = LayerNorm2d(channels)
-        self.conv1 = nn.Conv2d(channels, hidden, 1)
+        self.conv1 = Pointwise(channels, hidden)
         self.dwconv = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
         self.gate = SimpleGate()
-        conv = nn.Conv2d(hidden // 2, hidden // 2, 1)
+        conv = Pointwise(hidden // 2, hidden // 2)
         if pool:  # the channel mix is linear, so it runs on the coarse grid before interpolating back
             mean = CoarseLocalMean(pool)
             self.attention = nn.Sequential(mean, conv, Interpolate(mean.stride))
         else:
             self.attention = nn.Sequential(nn.AdaptiveAvgPool2d(1), conv)
-        self.conv2 = nn.Conv2d(hidden // 2, channels, 1)
+        self.conv2 = Pointwise(hidden // 2, channels)
         self.norm2 = LayerNorm2d(channels)
-        self.ffn1 = nn.Conv2d(channels, hidden, 1)
-        self.ffn2 = nn.Conv2d(hidden // 2, channels, 1)
+        self.ffn1 = Pointwise(channels, hidden)
+        self.ffn2 = Pointwise(hidden // 2, channels)
         self.beta = nn.Parameter(torch.zeros(1, channels, 1, 1))
         self.gamma = nn.Parameter(torch.zeros(1, channels, 1, 1))
 
@@ -141,9 +172,9 @@ class GatedFFN(nn.Module):
     def __init__(self, channels: int, expand: float = 2.0):
         super().__init__()
         hidden = int(channels * expand)
-        self.project_in = nn.Conv2d(channels, hidden * 2, 1)
+        self.project_in = Pointwise(channels, hidden * 2)
         self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, 3, padding=1, groups=hidden * 2)
-        self.project_out = nn.Conv2d(hidden, channels, 1)
+        self.project_out = Pointwise(hidden, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a, b = self.dwconv(self.project_in(x)).chunk(2, dim=1)
@@ -178,10 +209,10 @@ class Upsample(nn.Module):
             raise ValueError(f"upsampling must be one of {RESAMPLE_MODES}, got {mode!r}")
         self.mode = mode
         if mode == "shuffle":
-            self.conv = nn.Conv2d(channels, channels * 2, 1)
+            self.conv = Pointwise(channels, channels * 2)
             self.shuffle = nn.PixelShuffle(2)
         else:
-            self.conv = nn.Conv2d(channels, channels // 2, 1)
+            self.conv = Pointwise(channels, channels // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "shuffle":

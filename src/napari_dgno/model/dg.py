@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import GatedFFN, LayerNorm2d
+from .blocks import GatedFFN, LayerNorm2d, Pointwise, pointwise
 from .elements import element_tokens, from_elements, to_elements
 
 
@@ -129,11 +129,11 @@ class ElementAttention(nn.Module):
         super().__init__()
         self.heads, self.head_dim = heads, channels // heads
         self.flux, self.flux_mode = flux, flux_mode
-        self.qkv = nn.Conv2d(channels, channels * 3, 1)
+        self.qkv = Pointwise(channels, channels * 3)
         self.k_norm = HeadNorm(heads, self.head_dim)
         self.v_norm = HeadNorm(heads, self.head_dim)
         self.tau = nn.Parameter(torch.tensor(float(tau_init)))
-        self.proj = nn.Conv2d(channels, channels, 1)
+        self.proj = Pointwise(channels, channels)
 
     def _qkv_weights(self, c: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The qkv convolution with k and v centred per head. Centring is linear, so it folds into
@@ -173,7 +173,7 @@ class ElementAttention(nn.Module):
         b, c, h, w = x.shape
         rows, cols = element_tokens(element_size, level, h, w)
         nh, nw, heads, d = h // rows, w // cols, self.heads, self.head_dim
-        qkv = F.conv2d(x, *self._qkv_weights(c)).permute(0, 2, 3, 1)
+        qkv = pointwise(x, *self._qkv_weights(c)).permute(0, 2, 3, 1)
         qkv = qkv.reshape(b, nh, rows, nw, cols, 3 * c).transpose(2, 3).reshape(-1, rows, cols, 3 * c)
         q, kv = qkv.split([c, 2 * c], dim=-1)
         k, v = self._normalise(kv).split(c, dim=-1)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import Downsample, NAFBlock, Upsample, channels_last_weights
+from .blocks import Downsample, NAFBlock, Pointwise, Upsample, channels_last_weights
 from .config import DGNOConfig, check_element_size
 from .dg import DGLayer
 from .elements import pad_multiple
@@ -40,7 +40,7 @@ class DGNO(nn.Module):
             nn.Conv2d(config.in_channels, widths[i], 3, padding=1) for i in range(1, levels - 1)
         )
         self.ups = nn.ModuleList(Upsample(widths[i + 1], config.upsample) for i in range(levels - 1))
-        self.fuses = nn.ModuleList(nn.Conv2d(widths[i] * 2, widths[i], 1) for i in range(levels - 1))
+        self.fuses = nn.ModuleList(Pointwise(widths[i] * 2, widths[i]) for i in range(levels - 1))
         self.decoders = nn.ModuleList(
             nn.ModuleList(
                 DGLayer(

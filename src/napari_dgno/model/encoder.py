@@ -21,7 +21,7 @@ import math
 import torch
 from torch import nn
 
-from .blocks import GatedFFN, LayerNorm2d
+from .blocks import GatedFFN, LayerNorm2d, Pointwise
 from .elements import from_windows, to_windows, window_tokens
 from .scan import selective_scan_tokens
 
@@ -43,9 +43,9 @@ class SelectiveScan2d(nn.Module):
         self.inner, self.d_state = inner, d_state
         self.window, self.level, self.score_gate = window, level, score_gate
         self.dt_rank = max(1, math.ceil(channels / 16))
-        self.in_proj = nn.Conv2d(channels, inner * 2, 1)
+        self.in_proj = Pointwise(channels, inner * 2)
         self.dwconv = nn.Conv2d(inner, inner, 3, padding=1, groups=inner)
-        self.score = nn.Conv2d(inner, 1, 1)
+        self.score = Pointwise(inner, 1)
         self.x_proj = nn.Linear(inner, self.dt_rank + 2 * d_state, bias=False)
         self.dt_proj = nn.Linear(self.dt_rank, inner)
         # S4D-real initialisation of A and Mamba's initialisation of the step size.
@@ -58,7 +58,7 @@ class SelectiveScan2d(nn.Module):
         with torch.no_grad():
             self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
         self.out_norm = nn.LayerNorm(inner)
-        self.out_proj = nn.Conv2d(inner, channels, 1)
+        self.out_proj = Pointwise(inner, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape

@@ -16,6 +16,7 @@ Under ``torchrun`` (``WORLD_SIZE`` > 1) the same loop runs data-parallel: see ``
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -28,7 +29,7 @@ import torch
 from .. import __version__
 from ..devices import autocast_context, cpu_threads, resolve_device
 from ..errors import CheckpointError, InputError
-from ..io.checkpoint import load_checkpoint, save_checkpoint
+from ..io.checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
 from ..metrics import mean_metrics
 from ..model import architecture_of, build_model, count_parameters, preset_config
 from ..model.config import NAFNetConfig
@@ -136,6 +137,7 @@ class Trainer:
         self.run_dir = config.run_dir
         self.history: list[dict] = []
         self.stopped = False  # True when should_stop ended the run early
+        self.up_to_date = False  # True when a finished run was resumed and its model left as it was
 
     # -- helpers -------------------------------------------------------------------------------------
     def _log(self, message: str) -> None:
@@ -230,6 +232,12 @@ class Trainer:
         if resume:
             start, seconds = self._resume(model, optimizer, scheduler, ema, rng)
         self.dist.same(start, "the step to resume from")  # also a barrier: nobody prunes while others read
+        if start and start >= cfg.steps and self._exported_at(start):
+            # A queue resumes finished runs every session: rewriting the same model would only
+            # change a committed file's timestamp and checksum.
+            self.up_to_date = True
+            self._log(f"{cfg.name}: finished at step {start}; its model is already up to date")
+            return self.run_dir / cfg.name
         # One process: a stop lands inside a step or a validation. Under DDP all ranks agree once a step.
         stop_inside = None if self.dist.enabled else self.callbacks.should_stop
         with interruptible(model, stop_inside, _StepInterrupted, armed=False) as switch:
@@ -295,6 +303,14 @@ class Trainer:
         if step % cfg.checkpoint_every and step != cfg.steps and step > start:
             self._save_state(model, optimizer, scheduler, ema, rng, step, time.perf_counter() - t0, extra)
         return self.export(model, ema, step, time.perf_counter() - t0, extra)
+
+    def _exported_at(self, step: int) -> bool:
+        """Whether the run's model is on disk and was exported at ``step``."""
+        weights, meta = checkpoint_paths(self.run_dir / self.cfg.name)
+        try:
+            return Path(weights).is_file() and json.loads(Path(meta).read_text())["training"]["steps"] == step
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
 
     def _interruptible(self, switch, work, *args):
         """``work(*args)`` with the stop check armed inside the network; None (and ``stopped``) when
