@@ -121,12 +121,17 @@ def test_resuming_a_finished_run_leaves_its_model_as_it_was(tmp_path):
     again = Trainer(_config(tmp_path), source=TinySource())
     assert again.run(resume=True) == stem and again.up_to_date
     assert [(f.read_bytes(), f.stat().st_mtime_ns) for f in files] == before
-    # A model that is missing (or from another step) is written again from the last checkpoint.
-    files[0].unlink()
-    third = Trainer(_config(tmp_path), source=TinySource())
-    third.run(resume=True)
-    assert not third.up_to_date and files[0].is_file()
-    load_checkpoint(stem)
+    # Only the model kept (the run's checkpoints removed to save space): still finished.
+    for _, checkpoint in ckpt.checkpoints(tmp_path / "t"):
+        for suffix in (".json", ".safetensors", ".state.safetensors"):
+            Path(str(checkpoint) + suffix).unlink(missing_ok=True)
+    kept = Trainer(_config(tmp_path), source=TinySource())
+    assert kept.run(resume=True) == stem and kept.up_to_date
+    assert [(f.read_bytes(), f.stat().st_mtime_ns) for f in files] == before
+    # Asked to train longer than the model's steps, or with --no-resume, it trains.
+    longer = Trainer(_config(tmp_path, steps=8), source=TinySource())
+    longer.run(resume=True)
+    assert not longer.up_to_date and load_checkpoint(stem)[1]["training"]["steps"] == 8
 
 
 class StopInside:

@@ -232,11 +232,13 @@ class Trainer:
         if resume:
             start, seconds = self._resume(model, optimizer, scheduler, ema, rng)
         self.dist.same(start, "the step to resume from")  # also a barrier: nobody prunes while others read
-        if start and start >= cfg.steps and self._exported_at(start):
-            # A queue resumes finished runs every session: rewriting the same model would only
-            # change a committed file's timestamp and checksum.
+        # A queue resumes finished runs every session: rewriting the same model would only change a
+        # committed file's timestamp and checksum, and a finished run whose checkpoints were removed
+        # (only its model is kept) must not train again from scratch.
+        finished = start if start >= cfg.steps else (cfg.steps if resume and start == 0 else 0)
+        if finished and self._exported_at(finished):
             self.up_to_date = True
-            self._log(f"{cfg.name}: finished at step {start}; its model is already up to date")
+            self._log(f"{cfg.name}: finished at step {finished}; its model is already up to date")
             return self.run_dir / cfg.name
         # One process: a stop lands inside a step or a validation. Under DDP all ranks agree once a step.
         stop_inside = None if self.dist.enabled else self.callbacks.should_stop
