@@ -16,7 +16,6 @@ Under ``torchrun`` (``WORLD_SIZE`` > 1) the same loop runs data-parallel: see ``
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -29,7 +28,7 @@ import torch
 from .. import __version__
 from ..devices import autocast_context, cpu_threads, resolve_device
 from ..errors import CheckpointError, InputError
-from ..io.checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
+from ..io.checkpoint import checkpoint_paths, load_checkpoint, read_metadata, save_checkpoint
 from ..metrics import mean_metrics
 from ..model import architecture_of, build_model, count_parameters, preset_config
 from ..model.config import NAFNetConfig
@@ -224,22 +223,23 @@ class Trainer:
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
         ema = EMA(model, cfg.ema_decay)
-        # Only rank 0 validates: the other ranks need no validation set.
-        self.val_pairs = (
-            self.source.validation_pairs(cfg.val_size, cfg.val_patch, cfg.seed + 10_000) if main else []
-        )
         start, seconds = 0, 0.0
         if resume:
             start, seconds = self._resume(model, optimizer, scheduler, ema, rng)
         self.dist.same(start, "the step to resume from")  # also a barrier: nobody prunes while others read
         # A queue resumes finished runs every session: rewriting the same model would only change a
         # committed file's timestamp and checksum, and a finished run whose checkpoints were removed
-        # (only its model is kept) must not train again from scratch.
+        # (only its model is kept) must not train again from scratch. Checked before the validation
+        # pairs are simulated, which cost seconds for nothing here.
         finished = start if start >= cfg.steps else (cfg.steps if resume and start == 0 else 0)
         if finished and self._exported_at(finished):
             self.up_to_date = True
             self._log(f"{cfg.name}: finished at step {finished}; its model is already up to date")
             return self.run_dir / cfg.name
+        # Only rank 0 validates: the other ranks need no validation set.
+        self.val_pairs = (
+            self.source.validation_pairs(cfg.val_size, cfg.val_patch, cfg.seed + 10_000) if main else []
+        )
         # One process: a stop lands inside a step or a validation. Under DDP all ranks agree once a step.
         stop_inside = None if self.dist.enabled else self.callbacks.should_stop
         with interruptible(model, stop_inside, _StepInterrupted, armed=False) as switch:
@@ -308,10 +308,10 @@ class Trainer:
 
     def _exported_at(self, step: int) -> bool:
         """Whether the run's model is on disk and was exported at ``step``."""
-        weights, meta = checkpoint_paths(self.run_dir / self.cfg.name)
+        stem = self.run_dir / self.cfg.name
         try:
-            return Path(weights).is_file() and json.loads(Path(meta).read_text())["training"]["steps"] == step
-        except (OSError, ValueError, KeyError, TypeError):
+            return checkpoint_paths(stem)[0].is_file() and read_metadata(stem)["training"]["steps"] == step
+        except (CheckpointError, KeyError, TypeError):
             return False
 
     def _interruptible(self, switch, work, *args):
