@@ -81,7 +81,12 @@ def test_train_bad_config_is_one_line(tmp_path, capsys):
 @pytest.mark.slow
 def test_sigkilled_training_resumes_from_its_last_checkpoint(tmp_path):
     """A run killed at a random moment continues from its last complete checkpoint, and ends with
-    the weights of a run that was never killed (model, optimiser, scheduler, EMA and RNG restored)."""
+    the weights of a run that was never killed (model, optimiser, scheduler, EMA and RNG restored).
+
+    The kill comes a random fraction of a step after a randomly chosen checkpoint in the first half
+    of the run, so that it lands mid-run however fast the machine is (a kill timed in seconds after
+    the first checkpoint let the run finish first on a fast machine)."""
+    steps = 24
     cmd = [
         sys.executable,
         "-m",
@@ -92,29 +97,34 @@ def test_sigkilled_training_resumes_from_its_last_checkpoint(tmp_path):
         "--output-dir",
         str(tmp_path),
         "--steps",
-        "12",
+        str(steps),
         "-q",
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    rng = np.random.default_rng()
+    kill_after = int(rng.choice(np.arange(2, steps // 2 + 1, 2)))  # checkpoint_every is 2
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run_dir = tmp_path / "smoke"
     deadline = time.time() + 120
-    while time.time() < deadline and not list(run_dir.glob("step-*.json")):
-        time.sleep(0.2)
-    time.sleep(np.random.default_rng().uniform(0.0, 1.5))
+
+    def newest_checkpoint() -> int:
+        return max((int(p.stem.split("-")[1]) for p in run_dir.glob("step-*.json")), default=0)
+
+    while time.time() < deadline and newest_checkpoint() < kill_after:
+        time.sleep(0.02)
+    time.sleep(rng.uniform(0.0, 0.05))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done = sorted(run_dir.glob("step-*.json"))
-    assert done, "no checkpoint was written before the kill"
-    last = int(done[-1].stem.split("-")[1])
-    assert last < 12
+    assert kill_after <= newest_checkpoint() < steps, "the kill did not land mid-run"
     finished = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert finished.returncode == 0, finished.stderr
     log = (run_dir / "train.log").read_text()
     assert "resumed from step-" in log
-    assert json.loads((run_dir / "smoke.json").read_text())["training"]["steps"] == 12
+    assert json.loads((run_dir / "smoke.json").read_text())["training"]["steps"] == steps
     assert list(run_dir.glob(".*.tmp")) == []  # a kill mid-write leaves temporaries; resume removes them
-    cfg = TrainConfig.from_yaml(REPO / "configs/smoke.yaml", output_dir=str(tmp_path / "straight"), steps=12)
+    cfg = TrainConfig.from_yaml(
+        REPO / "configs/smoke.yaml", output_dir=str(tmp_path / "straight"), steps=steps
+    )
     straight, _ = load_checkpoint(Trainer(cfg).run())
     resumed, _ = load_checkpoint(run_dir / "smoke")
     for key, value in straight.state_dict().items():
