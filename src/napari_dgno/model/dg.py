@@ -110,6 +110,13 @@ def _head_blocks(channels: int, width: int, like: torch.Tensor) -> torch.Tensor:
     return torch.block_diag(*([block] * heads))
 
 
+# Heads of at least this many channels take per-head products; narrower ones take whole-channel
+# products and keep their diagonal blocks (heads-fold more multiply-adds, but on matrices large enough
+# for the batched product to run well). Measured on one CPU thread: at 16 channels a head (1/4
+# resolution of the small preset) per-head products are 2.5-4x faster, at 8 channels 1.4-5x slower.
+PER_HEAD_MIN_DIM = 16
+
+
 class ElementAttention(nn.Module):
     """q · K_final for every element: the volume operator plus the interface flux.
 
@@ -146,15 +153,15 @@ class ElementAttention(nn.Module):
         return weight[:, :, None, None], bias
 
     def _normalise(self, kv: torch.Tensor) -> torch.Tensor:
-        """LN(k), LN(v) per head for centred (..., 2C) tokens: the variance is one product with a
-        block-diagonal averaging matrix (heads are 2-16 channels, too short for ``layer_norm``)."""
-        shape = kv.shape
-        squares = kv.square().reshape(-1, shape[-1])
-        eps = torch.full((1,), self.k_norm.eps, dtype=kv.dtype, device=kv.device)
-        scale = torch.addmm(eps, squares, _head_blocks(shape[-1], self.head_dim, kv)).rsqrt_()
+        """LN(k), LN(v) per head for centred (..., 2C) tokens: only a variance per head is left.
+        (Heads are 2-16 channels, too short for ``layer_norm``'s kernel; a mean over a (..., heads,
+        d) view is 5x faster than the block-diagonal averaging product it replaces.)"""
+        shape, d = kv.shape, self.head_dim
+        heads = kv.reshape(*shape[:-1], shape[-1] // d, d)
+        scale = (heads.square().mean(-1, keepdim=True) + self.k_norm.eps).rsqrt_()
         gain = torch.cat([self.k_norm.weight.flatten(), self.v_norm.weight.flatten()])
         shift = torch.cat([self.k_norm.bias.flatten(), self.v_norm.bias.flatten()])
-        return torch.addcmul(shift, kv * scale.view(shape), gain)
+        return torch.addcmul(shift, (heads * scale).reshape(shape), gain)
 
     def _per_head(self, full: torch.Tensor) -> torch.Tensor:
         """The diagonal (head, head) blocks of channel x channel products: (N, C, C) -> (N, heads, d, d)."""
@@ -179,8 +186,12 @@ class ElementAttention(nn.Module):
         k, v = self._normalise(kv).split(c, dim=-1)
 
         def operator(k, v):  # (N, ..., C) tokens -> (B, heads, nh, nw, d, d)
-            k, v = k.reshape(k.shape[0], -1, c), v.reshape(v.shape[0], -1, c)
-            ops = self._per_head(k.transpose(1, 2) @ v) / k.shape[1]
+            n = k[0].numel() // c
+            if d >= PER_HEAD_MIN_DIM:
+                k, v = k.reshape(-1, n, heads, d), v.reshape(-1, n, heads, d)
+                ops = torch.einsum("nthd,nthe->nhde", k, v) / n
+            else:
+                ops = self._per_head(k.reshape(-1, n, c).transpose(1, 2) @ v.reshape(-1, n, c)) / n
             return ops.reshape(b, nh, nw, heads, d, d).permute(0, 3, 1, 2, 4, 5)
 
         volume = operator(k, v)
@@ -206,10 +217,13 @@ class ElementAttention(nn.Module):
         b, c, h, w = x.shape
         q, volume, flux_term, (rows, cols) = self.operators(x, element_size, level, flux)
         nh, nw, heads, d = h // rows, w // cols, self.heads, self.head_dim
-        # K_final per element as a block-diagonal C x C matrix, so q · K is one batched product.
-        k_final = (volume + flux_term).permute(0, 2, 3, 1, 4, 5).reshape(-1, heads, d, 1, d)
-        eye = torch.eye(heads, dtype=x.dtype, device=x.device).view(1, heads, 1, heads, 1)
-        out = q @ (k_final * eye).reshape(-1, c, c)
+        k_final = (volume + flux_term).permute(0, 2, 3, 1, 4, 5)
+        if d >= PER_HEAD_MIN_DIM:
+            q = q.reshape(*q.shape[:2], heads, d)
+            out = torch.einsum("nthd,nhde->nthe", q, k_final.reshape(-1, heads, d, d))
+        else:  # K_final per element as a block-diagonal C x C matrix: q · K is one batched product
+            eye = torch.eye(heads, dtype=x.dtype, device=x.device).view(1, heads, 1, heads, 1)
+            out = q @ (k_final.reshape(-1, heads, d, 1, d) * eye).reshape(-1, c, c)
         out = out.reshape(b, nh, nw, rows, cols, c).transpose(2, 3).reshape(b, h, w, c)
         return self.proj(out.permute(0, 3, 1, 2))
 
