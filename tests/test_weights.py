@@ -24,13 +24,21 @@ def test_shipped_models_are_listed_with_the_face_default():
     assert default_model_name(flux="p0dg") == "dgno-small-p0dg"
 
 
+def recipe_path(config_name: str) -> Path:
+    """configs/NAME.yaml, or configs/equal-steps/X.yaml for the equal-step run ``equal-X``."""
+    direct = REPO / "configs" / f"{config_name}.yaml"
+    if direct.is_file() or not config_name.startswith("equal-"):
+        return direct
+    return REPO / "configs" / "equal-steps" / f"{config_name.removeprefix('equal-')}.yaml"
+
+
 @pytest.mark.parametrize("name", SHIPPED)
 def test_each_shipped_model_records_the_recipe_it_was_trained_by(name):
     meta = json.loads((shipped_model_dir() / f"{name}.json").read_text())
     # A model made in stages records each stage (``base_training``), back to its first recipe.
     training, stages = meta["training"], []
     while training is not None:
-        recipe = yaml.safe_load((REPO / "configs" / f"{training['config']['name']}.yaml").read_text())
+        recipe = yaml.safe_load(recipe_path(training["config"]["name"]).read_text())
         for key in ("steps", "batch_size", "patch", "lr", "seed"):
             assert training["config"][key] == recipe[key], key
         assert training["config"]["model"] == recipe.get("model", {})
@@ -39,8 +47,9 @@ def test_each_shipped_model_records_the_recipe_it_was_trained_by(name):
         assert bool(training["config"]["base_checkpoint"]) == ("base_training" in training)
         stages.append(training["config"]["name"])
         training = training.get("base_training")
-    # The first stage's recipe is configs/<name>.yaml or a numbered retraining, <name>-v2.yaml ...
-    assert stages[-1] == name or stages[-1].startswith(f"{name}-v")
+    # The first stage's recipe is configs/<name>.yaml, a numbered retraining <name>-v2.yaml ..., or
+    # (the other fluxes) the equal-step comparison's run of that flux.
+    assert stages[-1] in (name, f"equal-dgno-{meta['flux']}") or stages[-1].startswith(f"{name}-v")
     first = meta["training"]
     while "base_training" in first:
         first = first["base_training"]
