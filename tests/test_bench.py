@@ -182,10 +182,10 @@ def test_paired_lead_of_the_reference_cancels_what_images_share():
 
 def test_missing_baselines_are_none_and_found_where_training_puts_them(tmp_path):
     models = bench_run.default_models(tmp_path)
-    assert models["baseline-nafnet"] is None and models["dgno-small-face"] == "dgno-small-face"
-    _tiny_checkpoint(tmp_path / "baseline-nafnet" / "baseline-nafnet")  # Trainer's layout
-    assert bench_run.find_baseline("baseline-nafnet", tmp_path) == (
-        tmp_path / "baseline-nafnet" / "baseline-nafnet.json"
+    assert models["equal-nafnet"] is None and models["dgno-small-face"] == "dgno-small-face"
+    _tiny_checkpoint(tmp_path / "equal-nafnet" / "equal-nafnet")  # Trainer's layout
+    assert bench_run.find_baseline("equal-nafnet", tmp_path) == (
+        tmp_path / "equal-nafnet" / "equal-nafnet.json"
     )
 
 
@@ -205,10 +205,12 @@ def test_train_baselines_uses_the_configs(tmp_path, monkeypatch):
             return stem
 
     monkeypatch.setattr(engine, "Trainer", FakeTrainer)
-    _tiny_checkpoint(tmp_path / "baseline-global-no")  # already there: not retrained
+    trained = set(bench_run.BASELINES) - {"equal-nafnet"}
+    for name in trained:  # already there: not retrained
+        _tiny_checkpoint(tmp_path / name)
     out = bench_run.train_baselines(tmp_path)
-    assert seen == [("baseline-nafnet", str(tmp_path), "nafnet")]
-    assert set(out) == {"baseline-nafnet", "baseline-global-no"}
+    assert seen == [("equal-nafnet", str(tmp_path), "nafnet")]  # its recipe, configs/equal-steps/nafnet.yaml
+    assert set(out) == set(bench_run.BASELINES)
     assert all(p is not None for p in bench_run.default_models(tmp_path).values())
 
 
@@ -365,7 +367,7 @@ def test_cli_bench(quick_report, monkeypatch, tmp_path, capsys):
     )
     assert code == 0
     models, kwargs = calls[0]
-    assert models["mine"] == "/x/mine.json" and models["baseline-nafnet"] is None
+    assert models["mine"] == "/x/mine.json" and models["equal-nafnet"] is None
     assert kwargs["quick"] is True and kwargs["element_sweep"] == bench_run.ELEMENT_SWEEP
     assert kwargs["real_dir"] is None
     assert cli.main(["bench", "--quick", "--real", str(tmp_path), "-q"]) == 0

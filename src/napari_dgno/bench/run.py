@@ -53,9 +53,15 @@ SHIPPED = {
     "dgno-small-p0dg": "DGNO-small, P0DG flux",
     "dgno-small-none": "DGNO-small, no flux",
 }
+# The equal-step comparison's runs (configs/equal-steps/NAME.yaml without "equal-"): 4,000 steps each
+# from scratch on the same data, schedule and seed, so their rows compare architectures; the default
+# has had more training. (The P0DG and no-flux runs ship as dgno-small-p0dg / -none, rows above.)
 BASELINES = {
-    "baseline-nafnet": "NAFNet-style CNN (same budget)",
-    "baseline-global-no": "Global NO (one element, SRNO-like)",
+    "equal-dgno-face": "DGNO-small, face flux (equal steps)",
+    "equal-dgno-face-nogate": "DGNO-small, face flux, no score gate (equal steps)",
+    "equal-dgno-face-w12": "DGNO-small at width 12, face flux (equal steps)",
+    "equal-nafnet": "NAFNet-style CNN (equal steps)",
+    "equal-global-no": "Global NO (one element, no flux; equal steps)",
 }
 DEFAULT_SWEEP_MODEL = "dgno-small-face"
 ELEMENT_SWEEP = (8, 16, 32, 64, 0)
@@ -171,7 +177,7 @@ def default_models(baseline_dir: str | Path | None = None) -> dict:
 def train_baselines(
     baseline_dir: str | Path | None = None, configs_dir: str | Path | None = None, log: Log | None = None
 ) -> dict[str, Path]:
-    """Train the missing baselines with their ``configs/NAME.yaml`` into ``baseline_dir``."""
+    """Train the missing baselines with their ``configs/equal-steps/*.yaml`` into ``baseline_dir``."""
 
     log = log or (lambda _msg: None)
     directory = Path(baseline_dir) if baseline_dir else default_baseline_dir()
@@ -184,7 +190,7 @@ def train_baselines(
             log(f"{name}: already trained ({found})")
             out[name] = found
             continue
-        config_path = configs / f"{name}.yaml"
+        config_path = configs / "equal-steps" / f"{name.removeprefix('equal-')}.yaml"
         if not config_path.is_file():
             raise FileNotFoundError(f"no training config {config_path} (run from the repository)")
         log(f"{name}: training with {config_path} into {directory}")

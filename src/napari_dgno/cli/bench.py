@@ -42,7 +42,7 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--train-baselines",
         action="store_true",
-        help="train missing baselines (configs/baseline-*.yaml) first",
+        help="train missing baselines (configs/equal-steps/*.yaml) first",
     )
     p.add_argument(
         "--models",
@@ -105,11 +105,11 @@ def run_speed_command(args, log) -> int:
 
     name = args.model or default_model_name()
     models = {f"DGNO {name}": str(locate_model(name))}
-    nafnet = find_baseline("baseline-nafnet", args.baseline_dir) if args.baseline_dir else None
+    nafnet = find_baseline("equal-nafnet", args.baseline_dir) if args.baseline_dir else None
     if nafnet is not None:
         models["NAFNet baseline"] = str(nafnet)
     else:
-        log("no NAFNet baseline (pass --baseline-dir benchmarks/baselines): its row is left out")
+        log("no NAFNet baseline (pass --baseline-dir training/equal-steps): its row is left out")
     report = run_speed(models, out=args.out, log=log)
     print(to_markdown(report), end="")
     return 0
