@@ -161,9 +161,9 @@ class NAFBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.gate(self.dwconv(self.conv1(self.norm1(x))))
         y = self.conv2(y * self.attention(y))
-        x = x + self.beta * y
+        x = torch.addcmul(x, self.beta, y)  # x + beta * y in one pass over the feature map
         y = self.ffn2(self.gate(self.ffn1(self.norm2(x))))
-        return x + self.gamma * y
+        return torch.addcmul(x, self.gamma, y)
 
 
 class GatedFFN(nn.Module):

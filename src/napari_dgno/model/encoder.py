@@ -104,5 +104,5 @@ class ScanBlock(nn.Module):
         self.skip_scale = nn.Parameter(torch.ones(1, channels, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x * self.skip_scale + self.mixer(self.norm1(x))
+        x = torch.addcmul(self.mixer(self.norm1(x)), x, self.skip_scale)
         return x + self.ffn(self.norm2(x))
