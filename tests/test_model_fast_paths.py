@@ -47,16 +47,21 @@ def test_macs_counted_on_the_cpu_equal_the_shapes_only_count():
     assert count_gmacs(model, 128) == pytest.approx(meta_gmacs)
 
 
+# 4-channel heads take whole-channel products, 16-channel ones per-head products (PER_HEAD_MIN_DIM).
+HEAD_LAYOUTS = [(16, 4), (32, 2)]
+
+
 @pytest.mark.parametrize("flux", ["face", "p0dg", "none"])
 @pytest.mark.parametrize("element_size,level", [(16, 0), (16, 1), (8, 0), (0, 0)])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_element_attention_equals_the_reference(flux, element_size, level, channels_last):
-    attn = ElementAttention(16, 4, flux, "jump", 0.3)
+@pytest.mark.parametrize("channels,heads", HEAD_LAYOUTS, ids=["4-channel-heads", "16-channel-heads"])
+def test_element_attention_equals_the_reference(flux, element_size, level, channels_last, channels, heads):
+    attn = ElementAttention(channels, heads, flux, "jump", 0.3)
     with torch.no_grad():  # non-trivial norms, so a mix-up of heads or channels would show
         for norm in (attn.k_norm, attn.v_norm):
             norm.weight.normal_(1, 0.3)
             norm.bias.normal_(0, 0.3)
-    x = torch.randn(2, 16, 32, 48)
+    x = torch.randn(2, channels, 32, 48)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     fast = attn(x, element_size, level)
@@ -64,9 +69,10 @@ def test_element_attention_equals_the_reference(flux, element_size, level, chann
     torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-5)
 
 
-def test_element_attention_gradients_equal_the_reference():
-    attn = ElementAttention(8, 2, "face", "central", 0.4).double()
-    x = torch.randn(1, 8, 16, 16, dtype=torch.float64, requires_grad=True)
+@pytest.mark.parametrize("channels,heads", [(8, 2), (32, 2)], ids=["4-channel-heads", "16-channel-heads"])
+def test_element_attention_gradients_equal_the_reference(channels, heads):
+    attn = ElementAttention(channels, heads, "face", "central", 0.4).double()
+    x = torch.randn(1, channels, 16, 16, dtype=torch.float64, requires_grad=True)
     fast = torch.autograd.grad(attn(x, 8, 0).pow(2).sum(), [x, *attn.parameters()])
     slow = torch.autograd.grad(
         element_attention_reference(attn, x, 8, 0).pow(2).sum(), [x, *attn.parameters()]
