@@ -124,8 +124,24 @@ def deblur_calls(monkeypatch):
     return calls
 
 
+class _SleepInBackward(torch.autograd.Function):
+    """Identity whose backward sleeps: gradient passes (the kernel overlay's) take time too."""
+
+    @staticmethod
+    def forward(ctx, y, seconds):
+        ctx.seconds = seconds
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx, grad):
+        time.sleep(ctx.seconds)
+        return grad, None
+
+
 class SlowNet(torch.nn.Module):
-    """A tiny DGNO that sleeps before each forward: a run surely still going when Cancel is pressed."""
+    """A tiny DGNO that sleeps in each forward and each backward pass: a run surely still going when
+    Cancel is pressed. (With fast backward passes, the kernel overlay could finish its gradients and
+    its fit before the GUI thread had handled the first progress signal, and the Cancel came late.)"""
 
     def __init__(self, seconds: float):
         super().__init__()
@@ -138,10 +154,11 @@ class SlowNet(torch.nn.Module):
 
     def forward(self, x, element_size=None, flux=None):
         time.sleep(self.seconds)
-        return self.net(x, element_size, flux)
+        y = self.net(x, element_size, flux)
+        return _SleepInBackward.apply(y, self.seconds) if y.requires_grad else y
 
 
 @pytest.fixture
 def slow_net():
-    """``slow_net(seconds)``: a tiny network that takes at least ``seconds`` per forward."""
+    """``slow_net(seconds)``: a tiny network that takes at least ``seconds`` per forward and backward."""
     return SlowNet
