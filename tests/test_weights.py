@@ -8,6 +8,7 @@ import pytest
 import torch
 import yaml
 
+from napari_dgno.bench.run import equal_step_recipe
 from napari_dgno.inference import deblur, list_models, load_model
 from napari_dgno.inference.engine import default_model_name, shipped_model_dir
 from napari_dgno.metrics import psnr_ssim
@@ -29,7 +30,7 @@ def recipe_path(config_name: str) -> Path:
     direct = REPO / "configs" / f"{config_name}.yaml"
     if direct.is_file() or not config_name.startswith("equal-"):
         return direct
-    return REPO / "configs" / "equal-steps" / f"{config_name.removeprefix('equal-')}.yaml"
+    return equal_step_recipe(config_name, REPO / "configs")
 
 
 @pytest.mark.parametrize("name", SHIPPED)

@@ -190,13 +190,19 @@ def train_baselines(
             log(f"{name}: already trained ({found})")
             out[name] = found
             continue
-        config_path = configs / "equal-steps" / f"{name.removeprefix('equal-')}.yaml"
+        config_path = equal_step_recipe(name, configs)
         if not config_path.is_file():
             raise FileNotFoundError(f"no training config {config_path} (run from the repository)")
         log(f"{name}: training with {config_path} into {directory}")
         stem = train_engine.Trainer(TrainConfig.from_yaml(config_path, output_dir=str(directory))).run()
         out[name] = Path(stem).with_name(Path(stem).name + ".json")
     return out
+
+
+def equal_step_recipe(run_name: str, configs_dir: str | Path | None = None) -> Path:
+    """The recipe of equal-step run ``equal-X``: ``configs/equal-steps/X.yaml``."""
+    configs = Path(configs_dir) if configs_dir else _configs_dir()
+    return configs / "equal-steps" / f"{run_name.removeprefix('equal-')}.yaml"
 
 
 def _configs_dir() -> Path:
