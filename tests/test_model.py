@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from napari_dgno.model import DGNOConfig, build_model, count_parameters, preset_config
+from napari_dgno.model import DGNOConfig, build_model, count_parameters, preset_config, scan
 from napari_dgno.model.dg import ElementAttention, flux_field, galerkin_operator
 from napari_dgno.model.elements import to_elements
 from napari_dgno.model.scan import selective_scan, selective_scan_reference
@@ -38,6 +38,25 @@ def test_fast_scan_matches_the_per_step_loop_in_outputs_and_gradients(length, fu
         )
     for gf, gs in zip(grads_fast, grads_slow, strict=True):
         torch.testing.assert_close(gf, gs, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("inference_mode", [True, False])
+def test_the_scan_split_over_threads_equals_the_reference_and_restores_the_thread_count(inference_mode):
+    """Inference scans windows on several threads (``MIN_WINDOWS_PER_THREAD`` each): the same
+    recurrence, so the same answer, whatever the thread count; the caller's threads come back."""
+    inputs = [t.detach() for t in _scan_inputs(b=3 * scan.MIN_WINDOWS_PER_THREAD + 3, length=19)]
+    want = selective_scan_reference(*inputs[:6], delta_bias=inputs[6])
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)  # three shares of 17 windows, whatever the machine's cores
+    try:
+        context = torch.inference_mode() if inference_mode else torch.no_grad()
+        with context:
+            got = selective_scan(*inputs[:6], delta_bias=inputs[6], fused=True)
+        assert torch.get_num_threads() == 3
+        assert scan._POOL is not None and scan._POOL._max_workers >= 2  # it was split
+    finally:
+        torch.set_num_threads(before)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 
 
 def _attention(flux="face", mode="jump", channels=8, heads=2, tau=0.25):

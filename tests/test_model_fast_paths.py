@@ -52,7 +52,7 @@ HEAD_LAYOUTS = [(16, 4), (32, 2)]
 
 
 @pytest.mark.parametrize("flux", ["face", "p0dg", "none"])
-@pytest.mark.parametrize("element_size,level", [(16, 0), (16, 1), (8, 0), (0, 0)])
+@pytest.mark.parametrize("element_size,level", [(16, 0), (16, 1), (8, 0), (4, 0), (0, 0)])
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("channels,heads", HEAD_LAYOUTS, ids=["4-channel-heads", "16-channel-heads"])
 def test_element_attention_equals_the_reference(flux, element_size, level, channels_last, channels, heads):
@@ -67,15 +67,23 @@ def test_element_attention_equals_the_reference(flux, element_size, level, chann
     fast = attn(x, element_size, level)
     slow = element_attention_reference(attn, x, element_size, level)
     torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-5)
+    # The residual form puts the result back in x's layout in the same pass as the sum.
+    with_x = attn(x, element_size, level, residual=True)
+    torch.testing.assert_close(with_x, x + slow, rtol=1e-4, atol=1e-5)
+    if channels_last:
+        assert with_x.is_contiguous(memory_format=torch.channels_last)
 
 
+# Elements of 64 tokens fold q and proj into one matrix per element (64 >= C); 16 tokens with 32
+# channels do not: both paths, in value and gradient.
+@pytest.mark.parametrize("element_size", [8, 4], ids=["folded", "not-folded"])
 @pytest.mark.parametrize("channels,heads", [(8, 2), (32, 2)], ids=["4-channel-heads", "16-channel-heads"])
-def test_element_attention_gradients_equal_the_reference(channels, heads):
+def test_element_attention_gradients_equal_the_reference(channels, heads, element_size):
     attn = ElementAttention(channels, heads, "face", "central", 0.4).double()
     x = torch.randn(1, channels, 16, 16, dtype=torch.float64, requires_grad=True)
-    fast = torch.autograd.grad(attn(x, 8, 0).pow(2).sum(), [x, *attn.parameters()])
+    fast = torch.autograd.grad(attn(x, element_size, 0).pow(2).sum(), [x, *attn.parameters()])
     slow = torch.autograd.grad(
-        element_attention_reference(attn, x, 8, 0).pow(2).sum(), [x, *attn.parameters()]
+        element_attention_reference(attn, x, element_size, 0).pow(2).sum(), [x, *attn.parameters()]
     )
     for f, s in zip(fast, slow, strict=True):
         torch.testing.assert_close(f, s)

@@ -22,6 +22,9 @@ the encoder produces; ``selective_scan`` keeps Mamba's (b, d, L) signature for c
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
+
 import torch
 import torch.nn.functional as F
 
@@ -128,19 +131,12 @@ def _scan_large_kernels(u, delta, A, B, C) -> torch.Tensor:
         return y
 
 
-def _scan_no_grad(u, delta, A, B, C) -> torch.Tensor:
-    """The fused scan without gradients: one state, laid out (N, n, d) instead of (N, d, n).
-
-    Why another layout: every per-step operation (decay, multiply-add, output) then runs along the
-    d channels, contiguous and tens to hundreds long, instead of the n = 4-16 states; at the shipped
-    model's bottleneck (d = 128) inference scans 2x faster. Training keeps (N, d, n), which its
-    hand-written backward is written for."""
-    u, delta, B, C = (t.contiguous() for t in (u, delta, B, C))
+def _scan_steps(u, delta, A_t, B, C, y) -> None:
+    """The recurrence over (L, n, d) tokens of some windows, written into ``y`` (their (L, n, d)
+    view of the output). Inputs may be slices of the windows axis: each step's slice is contiguous."""
     L, N, d = u.shape
-    A_t = A.t().contiguous()  # (n, d)
-    h = u.new_zeros(N, A.shape[-1], d)
+    h = u.new_zeros(N, A_t.shape[0], d)
     decay = torch.empty_like(h)
-    y = u.new_empty(L, N, d)
     drive_in = delta * u
     for t in range(L):
         if t:  # h_{-1} = 0: nothing to decay at the first step
@@ -148,6 +144,63 @@ def _scan_no_grad(u, delta, A, B, C) -> torch.Tensor:
             h.mul_(decay)
         h.addcmul_(B[t].unsqueeze(-1), drive_in[t].unsqueeze(1))
         torch.bmm(C[t].unsqueeze(1), h, out=y[t].unsqueeze(1))
+
+
+# Windows per CPU thread below which the scan is not split (the split's own cost is ~0.1 ms).
+MIN_WINDOWS_PER_THREAD = 16
+_POOL: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _forget_pool() -> None:
+    """In a forked child the pool's threads do not exist: start a new pool there, never wait on those."""
+    global _POOL
+    _POOL = None
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _scan_no_grad(u, delta, A, B, C) -> torch.Tensor:
+    """The fused scan without gradients: one state, laid out (N, n, d) instead of (N, d, n).
+
+    Why another layout: every per-step operation (decay, multiply-add, output) then runs along the
+    d channels, contiguous and tens to hundreds long, instead of the n = 4-16 states; at the shipped
+    model's bottleneck (d = 128) inference scans 2x faster. Training keeps (N, d, n), which its
+    hand-written backward is written for.
+
+    Why the windows are split over threads by hand on the CPU: each step is a few operations of
+    ~10 µs, too short for PyTorch's own parallelism, whose fork and join per operation made the
+    scan 2x slower on two threads than on one. Windows are independent, so each thread scans its
+    share of them with one thread of its own (same arithmetic, same result)."""
+    global _POOL
+    u, delta, B, C = (t.contiguous() for t in (u, delta, B, C))
+    L, N, d = u.shape
+    A_t = A.t().contiguous()  # (n, d)
+    y = u.new_empty(L, N, d)
+    threads = torch.get_num_threads() if u.device.type == "cpu" else 1
+    parts = max(1, min(threads, N // MIN_WINDOWS_PER_THREAD))
+    if parts == 1:
+        _scan_steps(u, delta, A_t, B, C, y)
+        return y
+    bounds = [N * i // parts for i in range(parts + 1)]
+    shares = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+    inference = torch.is_inference_mode_enabled()
+
+    def scan_share(share: slice) -> None:  # grad and inference modes are per thread: carry them
+        with torch.inference_mode(inference), torch.no_grad():
+            _scan_steps(u[:, share], delta[:, share], A_t, B[:, share], C[:, share], y[:, share])
+
+    if _POOL is None or _POOL._max_workers < parts - 1:
+        _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=parts - 1, thread_name_prefix="dgno-scan")
+    torch.set_num_threads(1)  # for this thread, and for the pool's (they only ever run here)
+    try:
+        futures = [_POOL.submit(scan_share, share) for share in shares[1:]]
+        scan_share(shares[0])
+        for future in futures:
+            future.result()
+    finally:
+        torch.set_num_threads(threads)
     return y
 
 
