@@ -40,23 +40,28 @@ def test_fast_scan_matches_the_per_step_loop_in_outputs_and_gradients(length, fu
         torch.testing.assert_close(gf, gs, rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize("inference_mode", [True, False])
-def test_the_scan_split_over_threads_equals_the_reference_and_restores_the_thread_count(inference_mode):
-    """Inference scans windows on several threads (``MIN_WINDOWS_PER_THREAD`` each): the same
-    recurrence, so the same answer, whatever the thread count; the caller's threads come back."""
-    inputs = [t.detach() for t in _scan_inputs(b=3 * scan.MIN_WINDOWS_PER_THREAD + 3, length=19)]
+@pytest.mark.parametrize("mode", ["inference", "no_grad", "training"])
+def test_the_scan_split_over_threads_equals_the_reference_and_restores_the_thread_count(mode):
+    """The CPU scan runs windows on several threads (``MIN_WINDOWS_PER_THREAD`` each), forwards
+    and backwards: the same recurrence, so the same answer and gradients, whatever the thread
+    count; the caller's thread count comes back."""
+    inputs = _scan_inputs(b=3 * scan.MIN_WINDOWS_PER_THREAD + 3, length=19)
     want = selective_scan_reference(*inputs[:6], delta_bias=inputs[6])
+    want_grads = torch.autograd.grad(want.pow(2).sum(), inputs)
     before = torch.get_num_threads()
     torch.set_num_threads(3)  # three shares of 17 windows, whatever the machine's cores
     try:
-        context = torch.inference_mode() if inference_mode else torch.no_grad()
-        with context:
+        context = {"inference": torch.inference_mode, "no_grad": torch.no_grad}.get(mode, torch.enable_grad)
+        with context():
             got = selective_scan(*inputs[:6], delta_bias=inputs[6], fused=True)
+            grads = torch.autograd.grad(got.pow(2).sum(), inputs) if mode == "training" else want_grads
         assert torch.get_num_threads() == 3
         assert scan._POOL is not None and scan._POOL._max_workers >= 2  # it was split
     finally:
         torch.set_num_threads(before)
-    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(got, want.detach(), rtol=1e-10, atol=1e-10)
+    for g, w in zip(grads, want_grads, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-9)
 
 
 def _attention(flux="face", mode="jump", channels=8, heads=2, tau=0.25):

@@ -29,9 +29,53 @@ import torch
 import torch.nn.functional as F
 
 
+def _forward_steps(u, delta, A, B, C, states, y) -> None:
+    """The training recurrence over some windows (views of the windows axis), every state kept."""
+    drive_in = delta * u
+    for t in range(u.shape[0]):
+        h = states[t]
+        if t == 0:
+            h.zero_()  # h_{-1} = 0
+        else:
+            torch.mul(delta[t].unsqueeze(-1), A, out=h).exp_().mul_(states[t - 1])
+        h.addcmul_(drive_in[t].unsqueeze(-1), B[t].unsqueeze(-2))
+        torch.bmm(h, C[t].unsqueeze(-1), out=y[t].unsqueeze(-1))
+
+
+def _backward_steps(grad_y, u, delta, A, B, C, states, grads) -> torch.Tensor:
+    """The adjoint recurrence over some windows: writes the gradients of u, Δ, B and C into
+    ``grads`` (views) and returns these windows' share of A's gradient."""
+    grad_u, grad_delta, grad_B, grad_C = grads
+    drive_in = delta * u
+    grad_A_tokens = torch.zeros_like(states[0])  # Σ_t of ∂loss/∂(Δ_t A) · Δ_t, summed over N last
+    lam = torch.zeros_like(states[0])  # λ_t = ∂loss/∂h_t, through all later steps
+    decay_next = None
+    for t in range(u.shape[0] - 1, -1, -1):
+        # λ_t = g_t C_t + exp(Δ_{t+1} A) λ_{t+1}
+        if decay_next is not None:
+            lam.mul_(decay_next)
+        lam.addcmul_(grad_y[t].unsqueeze(-1), C[t].unsqueeze(-2))
+        torch.bmm(grad_y[t].unsqueeze(-2), states[t], out=grad_C[t].unsqueeze(-2))
+        # drive (Δ x)_t B_t: gradients to Δ x and to B
+        grad_drive_in = torch.bmm(lam, B[t].unsqueeze(-1)).squeeze(-1)
+        torch.bmm(drive_in[t].unsqueeze(-2), lam, out=grad_B[t].unsqueeze(-2))
+        torch.mul(grad_drive_in, delta[t], out=grad_u[t])
+        # decay exp(Δ_t A): gradient to its exponent, then to Δ_t and A
+        decay = torch.exp(delta[t].unsqueeze(-1) * A)
+        if t > 0:
+            grad_exponent = lam * states[t - 1] * decay
+            grad_delta[t] = (grad_exponent * A).sum(-1).addcmul_(grad_drive_in, u[t])
+            grad_A_tokens.addcmul_(grad_exponent, delta[t].unsqueeze(-1))
+        else:
+            torch.mul(grad_drive_in, u[t], out=grad_delta[t])
+        decay_next = decay
+    return grad_A_tokens.sum(0)
+
+
 class _SelectiveScan(torch.autograd.Function):
     """y_t = C_t · h_t with h_t = exp(Δ_t A) h_{t-1} + (Δ_t x_t) B_t, for (L, N, d) x and Δ, (d, n) A
-    and (L, N, n) B, C; the D x skip is left to the caller."""
+    and (L, N, n) B, C; the D x skip is left to the caller. Windows are split over CPU threads in
+    both directions (``over_windows``)."""
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C):
@@ -39,15 +83,11 @@ class _SelectiveScan(torch.autograd.Function):
         L, N, d = u.shape
         states = u.new_empty(L, N, d, A.shape[-1])  # every state, for the backward pass
         y = u.new_empty(L, N, d)
-        drive_in = delta * u
-        for t in range(L):
-            h = states[t]
-            if t == 0:
-                h.zero_()  # h_{-1} = 0
-            else:
-                torch.mul(delta[t].unsqueeze(-1), A, out=h).exp_().mul_(states[t - 1])
-            h.addcmul_(drive_in[t].unsqueeze(-1), B[t].unsqueeze(-2))
-            torch.bmm(h, C[t].unsqueeze(-1), out=y[t].unsqueeze(-1))
+
+        def share(w: slice) -> None:
+            _forward_steps(u[:, w], delta[:, w], A, B[:, w], C[:, w], states[:, w], y[:, w])
+
+        over_windows(share, N, u.device)
         ctx.save_for_backward(u, delta, A, B, C, states)
         return y
 
@@ -55,33 +95,17 @@ class _SelectiveScan(torch.autograd.Function):
     def backward(ctx, grad_y):
         u, delta, A, B, C, states = ctx.saved_tensors
         grad_y = grad_y.contiguous()
-        L = u.shape[0]
-        drive_in = delta * u
-        grad_u, grad_delta = torch.empty_like(u), torch.empty_like(delta)
-        grad_B, grad_C = torch.empty_like(B), torch.empty_like(C)
-        grad_A_tokens = torch.zeros_like(states[0])  # Σ_t of ∂loss/∂(Δ_t A) · Δ_t, summed over N last
-        lam = torch.zeros_like(states[0])  # λ_t = ∂loss/∂h_t, through all later steps
-        decay_next = None
-        for t in range(L - 1, -1, -1):
-            # λ_t = g_t C_t + exp(Δ_{t+1} A) λ_{t+1}
-            if decay_next is not None:
-                lam.mul_(decay_next)
-            lam.addcmul_(grad_y[t].unsqueeze(-1), C[t].unsqueeze(-2))
-            torch.bmm(grad_y[t].unsqueeze(-2), states[t], out=grad_C[t].unsqueeze(-2))
-            # drive (Δ x)_t B_t: gradients to Δ x and to B
-            grad_drive_in = torch.bmm(lam, B[t].unsqueeze(-1)).squeeze(-1)
-            torch.bmm(drive_in[t].unsqueeze(-2), lam, out=grad_B[t].unsqueeze(-2))
-            torch.mul(grad_drive_in, delta[t], out=grad_u[t])
-            # decay exp(Δ_t A): gradient to its exponent, then to Δ_t and A
-            decay = torch.exp(delta[t].unsqueeze(-1) * A)
-            if t > 0:
-                grad_exponent = lam * states[t - 1] * decay
-                grad_delta[t] = (grad_exponent * A).sum(-1).addcmul_(grad_drive_in, u[t])
-                grad_A_tokens.addcmul_(grad_exponent, delta[t].unsqueeze(-1))
-            else:
-                torch.mul(grad_drive_in, u[t], out=grad_delta[t])
-            decay_next = decay
-        return grad_u, grad_delta, grad_A_tokens.sum(0), grad_B, grad_C
+        grads = (torch.empty_like(u), torch.empty_like(delta), torch.empty_like(B), torch.empty_like(C))
+
+        def share(w: slice) -> torch.Tensor:
+            views = tuple(g[:, w] for g in grads)
+            return _backward_steps(
+                grad_y[:, w], u[:, w], delta[:, w], A, B[:, w], C[:, w], states[:, w], views
+            )
+
+        grad_A = sum(over_windows(share, u.shape[1], u.device))
+        grad_u, grad_delta, grad_B, grad_C = grads
+        return grad_u, grad_delta, grad_A, grad_B, grad_C
 
 
 class _LinearRecurrence(torch.autograd.Function):
@@ -131,21 +155,6 @@ def _scan_large_kernels(u, delta, A, B, C) -> torch.Tensor:
         return y
 
 
-def _scan_steps(u, delta, A_t, B, C, y) -> None:
-    """The recurrence over (L, n, d) tokens of some windows, written into ``y`` (their (L, n, d)
-    view of the output). Inputs may be slices of the windows axis: each step's slice is contiguous."""
-    L, N, d = u.shape
-    h = u.new_zeros(N, A_t.shape[0], d)
-    decay = torch.empty_like(h)
-    drive_in = delta * u
-    for t in range(L):
-        if t:  # h_{-1} = 0: nothing to decay at the first step
-            torch.mul(delta[t].unsqueeze(1), A_t, out=decay).exp_()
-            h.mul_(decay)
-        h.addcmul_(B[t].unsqueeze(-1), drive_in[t].unsqueeze(1))
-        torch.bmm(C[t].unsqueeze(1), h, out=y[t].unsqueeze(1))
-
-
 # Windows per CPU thread below which the scan is not split (the split's own cost is ~0.1 ms).
 MIN_WINDOWS_PER_THREAD = 16
 _POOL: concurrent.futures.ThreadPoolExecutor | None = None
@@ -160,47 +169,68 @@ def _forget_pool() -> None:
 os.register_at_fork(after_in_child=_forget_pool)
 
 
+def over_windows(fn, windows: int, device: torch.device) -> list:
+    """``fn(slice)`` over shares of the windows axis, one CPU thread each; their results in order.
+
+    Why by hand: each scan step is a few operations of ~10 µs, too short for PyTorch's own
+    parallelism, whose fork and join per operation made the scan 2-2.5x slower on two threads than
+    on one (inference and training alike). Windows are independent, so each thread scans its share
+    with one thread of its own: the same arithmetic, so the same result, for any thread count.
+    """
+    global _POOL
+    threads = torch.get_num_threads() if device.type == "cpu" else 1
+    parts = max(1, min(threads, windows // MIN_WINDOWS_PER_THREAD))
+    if parts == 1:
+        return [fn(slice(0, windows))]
+    bounds = [windows * i // parts for i in range(parts + 1)]
+    shares = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    inference = torch.is_inference_mode_enabled()
+
+    def run(share: slice):  # grad and inference modes are per thread: carry them (no graph here)
+        with torch.inference_mode(inference), torch.no_grad():
+            return fn(share)
+
+    if _POOL is None or _POOL._max_workers < parts - 1:
+        _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=parts - 1, thread_name_prefix="dgno-scan")
+    torch.set_num_threads(1)  # for this thread, and for the pool's (they only ever run here)
+    try:
+        futures = [_POOL.submit(run, share) for share in shares[1:]]
+        first = run(shares[0])
+        return [first] + [future.result() for future in futures]
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _scan_steps(u, delta, A_t, B, C, y) -> None:
+    """The inference recurrence over (L, n, d) tokens of some windows (views of the windows axis)."""
+    L, N, d = u.shape
+    h = u.new_zeros(N, A_t.shape[0], d)
+    decay = torch.empty_like(h)
+    drive_in = delta * u
+    for t in range(L):
+        if t:  # h_{-1} = 0: nothing to decay at the first step
+            torch.mul(delta[t].unsqueeze(1), A_t, out=decay).exp_()
+            h.mul_(decay)
+        h.addcmul_(B[t].unsqueeze(-1), drive_in[t].unsqueeze(1))
+        torch.bmm(C[t].unsqueeze(1), h, out=y[t].unsqueeze(1))
+
+
 def _scan_no_grad(u, delta, A, B, C) -> torch.Tensor:
     """The fused scan without gradients: one state, laid out (N, n, d) instead of (N, d, n).
 
     Why another layout: every per-step operation (decay, multiply-add, output) then runs along the
     d channels, contiguous and tens to hundreds long, instead of the n = 4-16 states; at the shipped
     model's bottleneck (d = 128) inference scans 2x faster. Training keeps (N, d, n), which its
-    hand-written backward is written for.
-
-    Why the windows are split over threads by hand on the CPU: each step is a few operations of
-    ~10 µs, too short for PyTorch's own parallelism, whose fork and join per operation made the
-    scan 2x slower on two threads than on one. Windows are independent, so each thread scans its
-    share of them with one thread of its own (same arithmetic, same result)."""
-    global _POOL
+    hand-written backward is written for."""
     u, delta, B, C = (t.contiguous() for t in (u, delta, B, C))
     L, N, d = u.shape
     A_t = A.t().contiguous()  # (n, d)
     y = u.new_empty(L, N, d)
-    threads = torch.get_num_threads() if u.device.type == "cpu" else 1
-    parts = max(1, min(threads, N // MIN_WINDOWS_PER_THREAD))
-    if parts == 1:
-        _scan_steps(u, delta, A_t, B, C, y)
-        return y
-    bounds = [N * i // parts for i in range(parts + 1)]
-    shares = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
-    inference = torch.is_inference_mode_enabled()
+    def share(w: slice) -> None:
+        _scan_steps(u[:, w], delta[:, w], A_t, B[:, w], C[:, w], y[:, w])
 
-    def scan_share(share: slice) -> None:  # grad and inference modes are per thread: carry them
-        with torch.inference_mode(inference), torch.no_grad():
-            _scan_steps(u[:, share], delta[:, share], A_t, B[:, share], C[:, share], y[:, share])
-
-    if _POOL is None or _POOL._max_workers < parts - 1:
-        _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=parts - 1, thread_name_prefix="dgno-scan")
-    torch.set_num_threads(1)  # for this thread, and for the pool's (they only ever run here)
-    try:
-        futures = [_POOL.submit(scan_share, share) for share in shares[1:]]
-        scan_share(shares[0])
-        for future in futures:
-            future.result()
-    finally:
-        torch.set_num_threads(threads)
+    over_windows(share, N, u.device)
     return y
 
 
