@@ -60,6 +60,7 @@ BASELINES = {
     "equal-dgno-face": "DGNO-small, face flux (equal steps)",
     "equal-dgno-face-nogate": "DGNO-small, face flux, no score gate (equal steps)",
     "equal-dgno-face-w12": "DGNO-small at width 12, face flux (equal steps)",
+    "equal-dgno-face-w24": "DGNO-small at width 24, face flux (equal steps)",
     "equal-nafnet": "NAFNet-style CNN (equal steps)",
     "equal-global-no": "Global NO (one element, no flux; equal steps)",
 }
