@@ -158,12 +158,13 @@ def _scan_large_kernels(u, delta, A, B, C) -> torch.Tensor:
 # Windows per CPU thread below which the scan is not split (the split's own cost is ~0.1 ms).
 MIN_WINDOWS_PER_THREAD = 16
 _POOL: concurrent.futures.ThreadPoolExecutor | None = None
+_POOL_WORKERS = 0
 
 
 def _forget_pool() -> None:
     """In a forked child the pool's threads do not exist: start a new pool there, never wait on those."""
-    global _POOL
-    _POOL = None
+    global _POOL, _POOL_WORKERS
+    _POOL, _POOL_WORKERS = None, 0
 
 
 os.register_at_fork(after_in_child=_forget_pool)
@@ -177,7 +178,7 @@ def over_windows(fn, windows: int, device: torch.device) -> list:
     on one (inference and training alike). Windows are independent, so each thread scans its share
     with one thread of its own: the same arithmetic, so the same result, for any thread count.
     """
-    global _POOL
+    global _POOL, _POOL_WORKERS
     threads = torch.get_num_threads() if device.type == "cpu" else 1
     parts = max(1, min(threads, windows // MIN_WINDOWS_PER_THREAD))
     if parts == 1:
@@ -190,8 +191,9 @@ def over_windows(fn, windows: int, device: torch.device) -> list:
         with torch.inference_mode(inference), torch.no_grad():
             return fn(share)
 
-    if _POOL is None or _POOL._max_workers < parts - 1:
+    if _POOL is None or _POOL_WORKERS < parts - 1:
         _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=parts - 1, thread_name_prefix="dgno-scan")
+        _POOL_WORKERS = parts - 1
     torch.set_num_threads(1)  # for this thread, and for the pool's (they only ever run here)
     try:
         futures = [_POOL.submit(run, share) for share in shares[1:]]
