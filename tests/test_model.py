@@ -1,5 +1,8 @@
 """Invariants of the DGNO network that the method relies on (paper.md, issue 2)."""
 
+import multiprocessing
+import os
+
 import pytest
 import torch
 
@@ -63,6 +66,37 @@ def test_the_scan_split_over_threads_equals_the_reference_and_restores_the_threa
     torch.testing.assert_close(got, want.detach(), rtol=1e-10, atol=1e-10)
     for g, w in zip(grads, want_grads, strict=True):
         torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-9)
+
+
+def _scan_in_forked_child(inputs, queue):
+    torch.set_num_threads(2)
+    with torch.no_grad():
+        queue.put(selective_scan(*inputs[:6], delta_bias=inputs[6], fused=True).sum().item())
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX only")
+def test_a_forked_child_scans_with_its_own_threads():
+    """A child forked after the parent's scan has no pool threads: it must start its own, not wait
+    forever on the parent's (as a data-loader or batch worker forked from a busy process would)."""
+    inputs = [t.detach() for t in _scan_inputs(b=2 * scan.MIN_WINDOWS_PER_THREAD + 3, length=5)]
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.no_grad():
+            want = selective_scan(*inputs[:6], delta_bias=inputs[6], fused=True).sum().item()
+        assert scan._POOL_WORKERS >= 1  # the parent has a pool now
+        context = multiprocessing.get_context("fork")
+        queue = context.Queue()
+        child = context.Process(target=_scan_in_forked_child, args=(inputs, queue))
+        child.start()
+        child.join(timeout=60)
+        if child.is_alive():
+            child.kill()
+            pytest.fail("the forked child hung in the scan")
+        assert child.exitcode == 0
+        assert queue.get(timeout=5) == pytest.approx(want, rel=1e-12)
+    finally:
+        torch.set_num_threads(before)
 
 
 def _attention(flux="face", mode="jump", channels=8, heads=2, tau=0.25):

@@ -167,7 +167,8 @@ def _forget_pool() -> None:
     _POOL, _POOL_WORKERS = None, 0
 
 
-os.register_at_fork(after_in_child=_forget_pool)
+if hasattr(os, "register_at_fork"):  # POSIX only; Windows does not fork
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def over_windows(fn, windows: int, device: torch.device) -> list:
