@@ -47,14 +47,17 @@ def test_macs_counted_on_the_cpu_equal_the_shapes_only_count():
     assert count_gmacs(model, 128) == pytest.approx(meta_gmacs)
 
 
-# 4-channel heads take whole-channel products, 16-channel ones per-head products (PER_HEAD_MIN_DIM).
-HEAD_LAYOUTS = [(16, 4), (32, 2)]
+# 4- and 8-channel heads take whole-channel products, 16-channel ones per-head products
+# (PER_HEAD_MIN_DIM); with 4-px elements (16 tokens) 32 channels take the unfolded paths.
+HEAD_LAYOUTS = [(16, 4), (32, 4), (32, 2)]
 
 
 @pytest.mark.parametrize("flux", ["face", "p0dg", "none"])
 @pytest.mark.parametrize("element_size,level", [(16, 0), (16, 1), (8, 0), (4, 0), (0, 0)])
 @pytest.mark.parametrize("channels_last", [False, True])
-@pytest.mark.parametrize("channels,heads", HEAD_LAYOUTS, ids=["4-channel-heads", "16-channel-heads"])
+@pytest.mark.parametrize(
+    "channels,heads", HEAD_LAYOUTS, ids=["4-channel-heads", "8-channel-heads", "16-channel-heads"]
+)
 def test_element_attention_equals_the_reference(flux, element_size, level, channels_last, channels, heads):
     attn = ElementAttention(channels, heads, flux, "jump", 0.3)
     with torch.no_grad():  # non-trivial norms, so a mix-up of heads or channels would show
@@ -77,7 +80,11 @@ def test_element_attention_equals_the_reference(flux, element_size, level, chann
 # Elements of 64 tokens fold q and proj into one matrix per element (64 >= C); 16 tokens with 32
 # channels do not: both paths, in value and gradient.
 @pytest.mark.parametrize("element_size", [8, 4], ids=["folded", "not-folded"])
-@pytest.mark.parametrize("channels,heads", [(8, 2), (32, 2)], ids=["4-channel-heads", "16-channel-heads"])
+@pytest.mark.parametrize(
+    "channels,heads",
+    [(8, 2), (32, 4), (32, 2)],
+    ids=["4-channel-heads", "8-channel-heads", "16-channel-heads"],
+)
 def test_element_attention_gradients_equal_the_reference(channels, heads, element_size):
     attn = ElementAttention(channels, heads, "face", "central", 0.4).double()
     x = torch.randn(1, channels, 16, 16, dtype=torch.float64, requires_grad=True)

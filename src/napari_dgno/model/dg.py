@@ -292,9 +292,14 @@ class ElementAttention(nn.Module):
             mixing = self.qkv.weight[:c].flatten(1).t() @ k_proj  # x · mixing = proj(q · K) - bias
             shift = self.qkv.bias[:c] @ k_proj + self.proj.bias  # (N, C)
             out = torch.baddbmm(shift[:, None, :], tokens.reshape(-1, rows * cols, c), mixing)
-        else:
+        elif d >= PER_HEAD_MIN_DIM:
             q = q.reshape(-1, rows * cols, heads, d)
             out = torch.einsum("nthd,nhde->nthe", q, k_final).reshape(-1, c)
+            out = token_linear(out, proj_weight_t, self.proj.bias)
+        else:  # K_final as a block-diagonal C x C matrix per element: q · K is one batched product
+            eye = torch.eye(heads, dtype=x.dtype, device=x.device).view(1, heads, 1, heads, 1)
+            block = (k_final.reshape(-1, heads, d, 1, d) * eye).reshape(-1, c, c)
+            out = (q.reshape(-1, rows * cols, c) @ block).reshape(-1, c)
             out = token_linear(out, proj_weight_t, self.proj.bias)
         out = out.view(b, nh, nw, rows, cols, c).transpose(2, 3)
         if residual:  # x first: the sum takes x's (channels-last) layout, one pass, no extra copy
