@@ -1,9 +1,12 @@
 """Profile a network where users feel it: one 512² inference pass and one training step (batch 16, 128²).
 
     python scripts/profile_model.py [--model dgno-small-face] [--threads 2] [--top 25]
+    python scripts/profile_model.py --scaling [--size 768]     # per module: 1 thread against --threads
 
 Prints the torch profiler's top operators and a per-module wall-time table (forward hooks), so that a
-speed change is argued from where the time goes, not guessed.
+speed change is argued from where the time goes, not guessed. ``--scaling`` times every module on one
+thread and on ``--threads`` instead: a module that gains nothing from the second thread (or loses,
+as the selective scan did before stop 21) is where parallelism is wasted.
 """
 
 from __future__ import annotations
@@ -35,19 +38,45 @@ def module_timers(model: torch.nn.Module, depth: int = 4):
     return totals, handles
 
 
+def scaling(model: torch.nn.Module, x: torch.Tensor, threads: int, passes: int = 5) -> None:
+    """Mean wall time per module over ``passes`` passes on one thread and on ``threads``."""
+    per_threads = {}
+    for n in (1, threads):
+        torch.set_num_threads(n)
+        with torch.inference_mode():
+            for _ in range(2):
+                model(x)  # warm-up at this thread count
+            totals, handles = module_timers(model)
+            for _ in range(passes):
+                model(x)
+        for h in handles:
+            h.remove()
+        per_threads[n] = {name: seconds / passes for name, seconds in totals.items()}
+    one, many = per_threads[1], per_threads[threads]
+    print(f"per module, ms: 1 thread, {threads} threads, speed-up")
+    for name in sorted(one, key=lambda k: -many[k])[:40]:
+        print(f"  {name:40s} {one[name] * 1e3:7.1f} {many[name] * 1e3:7.1f} {one[name] / many[name]:5.2f}")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="shipped name or checkpoint path (default model)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--scaling", action="store_true", help="per-module times, 1 thread vs --threads")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
 
     from napari_dgno import load_model
+    from napari_dgno.memory import keep_freed_memory
 
+    keep_freed_memory()  # as `dgno` runs: without it, page faults blur every timing below
+    torch.set_num_threads(args.threads)
     model = load_model(args.model, device="cpu").net.eval()
     x = torch.rand(1, 1, args.size, args.size)
+    if args.scaling:
+        scaling(model, x, args.threads)
+        return
     with torch.inference_mode():
         model(x)  # warm-up
         t0 = time.perf_counter()
