@@ -117,7 +117,9 @@ def test_cancel_adds_no_overlay(make_napari_viewer, qtbot, tiny_model, slow_net)
     viewer = make_napari_viewer()
     viewer.add_image(np.random.default_rng(2).random((64, 64)).astype(np.float32), name="img")
     widget = make_widget(viewer, tiny_model, 8)
-    widget.model_picker.add_model(slow_net(0.2), "slow")
+    # 0.5 s a pass: the GUI thread must handle the first progress signal before the run's last
+    # Cancel check, also on a machine whose cores are busy with other work (0.2 s failed there once).
+    widget.model_picker.add_model(slow_net(0.5), "slow")
     handle = widget.run()
     handle.progressed.connect(lambda done, total: widget.cancel())
     cancelled = []
