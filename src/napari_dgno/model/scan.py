@@ -15,6 +15,10 @@ h, and no chain of broadcasting products and reductions over the full tensors. O
 balance is the other way (a kernel launch costs microseconds, memory is plentiful): there the scan
 builds whole tensors and launches one kernel per step (``_scan_large_kernels``).
 
+Why the CPU threads split the windows between them (``over_windows``) and do not share each step:
+a step's operations take ~10 µs, and PyTorch's fork and join per operation made the scan 2x slower
+on two threads than on one.
+
 Layout: time first. ``selective_scan_tokens`` takes (L, N, d) tokens and (L, N, n) B / C, the layout
 the encoder produces; ``selective_scan`` keeps Mamba's (b, d, L) signature for callers and tests.
 ``selective_scan_reference`` is the obvious per-step loop the tests compare against in float64.
