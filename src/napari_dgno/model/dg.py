@@ -206,27 +206,26 @@ class ElementAttention(nn.Module):
         out = token_linear(tokens, weight, bias)
         return (out[..., :c], out[..., c:]) if with_q else (None, out)
 
-    def _element_operators(self, kv: torch.Tensor, batch: int, flux: str | None):
-        """(K_volume, faces) from centred (N, rows, cols, 2C) kv tokens: the volume operators
-        (B, heads, nh * nw, d, d) and what ``_flux_term`` turns into K_flux."""
-        n_el, rows, cols, c = *kv.shape[:-1], kv.shape[-1] // 2
+    def _element_operators(self, kv: torch.Tensor, grid: tuple[int, int, int], flux, plus_volume: bool):
+        """(K_volume, K_flux) on the (B, heads, nh, nw, d, d) grid from centred (N, rows, cols, 2C)
+        kv tokens; with ``plus_volume`` the second is K_final = K_volume + K_flux, built in one pass."""
+        rows, cols, c = kv.shape[1], kv.shape[2], kv.shape[-1] // 2
         heads, d = self.heads, self.head_dim
-        nh_nw = n_el // batch
         k, v = self._normalise(kv).split(c, dim=-1)
 
-        def operator(k, v):  # (N, ..., C) tokens -> (B, heads, nh * nw, d, d)
+        def operator(k, v):  # (N, ..., C) tokens -> (B, heads, nh, nw, d, d)
             n = k[0].numel() // c
             if d >= PER_HEAD_MIN_DIM:
                 k, v = k.reshape(-1, n, heads, d), v.reshape(-1, n, heads, d)
                 ops = torch.einsum("nthd,nthe->nhde", k, v) / n
             else:
                 ops = self._per_head(k.reshape(-1, n, c).transpose(1, 2) @ v.reshape(-1, n, c)) / n
-            return ops.reshape(batch, nh_nw, heads, d, d).transpose(1, 2)
+            return ops.reshape(*grid, heads, d, d).permute(0, 3, 1, 2, 4, 5)
 
         volume = operator(k, v)
         flux = self.flux if flux is None else flux
         if flux == "none":
-            return volume, "none"
+            return volume, (volume if plus_volume else torch.zeros_like(volume))
         if flux == "p0dg":
             faces = None
         elif flux == "face":
@@ -239,7 +238,7 @@ class ElementAttention(nn.Module):
             faces = {name: operator(k[line], v[line]) for name, line in lines.items()}
         else:
             raise ValueError(f"unknown flux variant {flux!r}")
-        return volume, faces
+        return volume, flux_field(volume, faces, self.tau, self.flux_mode, plus_volume)
 
     def operators(self, x: torch.Tensor, element_size: int, level: int, flux: str | None = None):
         """(q, K_volume, K_flux, block) for every element; exposed for tests and kernel overlays.
@@ -249,21 +248,9 @@ class ElementAttention(nn.Module):
         """
         b, c, h, w = x.shape
         rows, cols = element_tokens(element_size, level, h, w)
-        nh, nw = h // rows, w // cols
         q, kv = self._project(self._tokens(x, rows, cols), with_q=True)
-        volume, faces = self._element_operators(kv, b, flux)
-        volume = volume.reshape(b, self.heads, nh, nw, *volume.shape[-2:])
-        flux_term = self._flux_term(volume, faces)
-        return q.reshape(b * nh * nw, rows * cols, c), volume, flux_term, (rows, cols)
-
-    def _flux_term(self, volume: torch.Tensor, faces, plus_volume: bool = False) -> torch.Tensor:
-        """K_flux (with ``plus_volume``, K_final) on the (B, heads, nh, nw, d, d) grid; ``faces`` is
-        "none" (no flux), None (P0DG) or the face operators."""
-        if isinstance(faces, str):
-            return volume if plus_volume else torch.zeros_like(volume)
-        if faces is not None:
-            faces = {name: op.reshape(volume.shape) for name, op in faces.items()}
-        return flux_field(volume, faces, self.tau, self.flux_mode, plus_volume)
+        volume, flux_term = self._element_operators(kv, (b, h // rows, w // cols), flux, plus_volume=False)
+        return q.reshape(-1, rows * cols, c), volume, flux_term, (rows, cols)
 
     def forward(self, x, element_size: int, level: int, flux: str | None = None, residual: bool = False):
         """proj(q · K_final) at every pixel; with ``residual``, x plus that.
@@ -281,9 +268,7 @@ class ElementAttention(nn.Module):
         tokens = self._tokens(x, rows, cols)
         fold = rows * cols >= c
         q, kv = self._project(tokens, with_q=not fold)
-        volume, faces = self._element_operators(kv, b, flux)
-        volume = volume.reshape(b, heads, nh, nw, d, d)
-        k_final = self._flux_term(volume, faces, plus_volume=True)
+        _, k_final = self._element_operators(kv, (b, nh, nw), flux, plus_volume=True)
         k_final = k_final.permute(0, 2, 3, 1, 4, 5).reshape(-1, heads, d, d)
         proj_weight_t = self.proj.weight.flatten(1).t()
         if fold:
