@@ -226,7 +226,7 @@ def quick_report(tmp_path_factory):
     rng = np.random.default_rng(0)
     tifffile.imwrite(real / "cells.tif", (100 + 50 * rng.random((96, 80))).astype(np.uint16))
     report = bench_run.run_bench(
-        {"tiny": checkpoint, "absent": None},
+        {"tiny": checkpoint, "absent": None, "nafnet-20k": None},
         quick=True,
         element_sweep=(8, 0),
         sweep_model="tiny",
@@ -251,6 +251,8 @@ def test_quick_run_rows_are_finite(quick_report):
     tiny = report.row("tiny")
     assert tiny.params_m > 0 and tiny.ms_per_mpx > 0
     assert report.row("absent").skipped and "train-baselines" in report.row("absent").note
+    # A run added with --models NAME=PATH keeps its README label, not its bare name.
+    assert report.row("NAFNet-style CNN (20,000 steps").key == "nafnet-20k"
     assert [r.method for r in report if r.kind == "element sweep"] == [
         "tiny, E = 8 px (trained)",
         "tiny, one element (E = 0, inference only)",
