@@ -3,7 +3,7 @@
     xvfb-run -a -s "-screen 0 1280x1024x24" .venv/bin/python scripts/make_screenshots.py
     ... scripts/make_screenshots.py --model runs/x/step-001000.json --only overlay
 
-A 1280x1000 window opens the three docks the way napari does for users (*Plugins → napari-dgno*,
+A 1280x1000 window opens the three docks the way napari does for users (*Plugins → DGNO defocus deblurring*,
 through ``add_plugin_dock_widget``), tabbed in the right dock area, and raises the one at work:
 
 * ``deblur.png``: the Deblur dock has restored a real out-of-focus BBBC006 field

@@ -210,3 +210,38 @@ def test_thread_settings_reach_the_runs(make_napari_viewer, tiny_model, monkeypa
     assert finetune.config().threads is None  # auto: the engine then takes $NAPARI_DGNO_THREADS
     finetune.threads.setValue(2)
     assert finetune.config().threads == 2
+
+
+def _menu_titles(app, menu_id: str) -> list[str]:
+    from app_model.types import SubmenuItem
+
+    return [
+        item.title if isinstance(item, SubmenuItem) else item.command.title
+        for item in app.menus.get_menu(menu_id)
+    ]
+
+
+def test_the_menus_read_as_the_readme_says(make_napari_viewer):
+    # napari titles plugin menu items with the manifest's display name; the README quotes the paths a
+    # user clicks, so they are checked against the menus napari builds, not against the manifest.
+    from pathlib import Path
+
+    from napari._app_model import get_app_model
+
+    make_napari_viewer()
+    app = get_app_model()
+    plugin = "DGNO defocus deblurring"
+    assert plugin in _menu_titles(app, "napari/plugins")
+    docks = [f"{name} ({plugin})" for name in DOCKS]
+    assert _menu_titles(app, "napari/plugins/napari-dgno") == docks
+    sample = f"Defocused nuclei ({plugin})"
+    assert sample in _menu_titles(app, "napari/file/samples")
+    command = f"Deblur defocus ({plugin})"
+    assert command in _menu_titles(app, "napari/layers/filter")
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    for path in (
+        f"Plugins → {plugin} → {docks[0]}",
+        f"File → Open Sample → {sample}",
+        f"Layers → Filter → {command}",
+    ):
+        assert path in readme, path

@@ -147,7 +147,7 @@ def default_model():
 
 
 def deblur_layer_command(viewer: napari.Viewer, layer: napari.layers.Layer) -> None:
-    """Layers > Filter > "Deblur (DGNO)": the default model, in a background worker.
+    """Layers > Filter > "Deblur defocus": the default model, in a background worker.
 
     The new layer is added when the worker returns; the activity dock shows it running. A bad
     choice or a failure is a notification, never a traceback. (napari 0.9's processor for a returned

@@ -28,7 +28,7 @@ def check_image_layer(layer, element_size: int | None = None, what: str = "deblu
 
     if layer is None:
         raise InputError(
-            f"choose an image layer to {what} (open an image, or File > Open Sample > napari-dgno)"
+            f"choose an image layer to {what} (open an image, or File > Open Sample > Defocused nuclei)"
         )
     if not isinstance(layer, Image):
         raise InputError(f"'{layer.name}' is a {layer_kind(layer)} layer; choose an image layer")
