@@ -93,3 +93,15 @@ def test_default_model_invents_no_grid_and_amplifies_no_noise(name, default_mode
     assert r.grid_out <= MAX_GRID_RATIO, f"invented grid: ratio {r.grid_out:.1f} (input {r.grid_in:.1f})"
     assert r.noise_ratio <= 1.0, f"background noise amplified x{r.noise_ratio:.2f}"
     assert grid_ratio(restored) == r.grid_out
+
+
+def test_default_model_gives_the_same_answer_on_one_and_two_threads(default_model):
+    """The scan splits its windows over threads (``model/scan.py``); each window's arithmetic must not
+    depend on how many threads share them. Exact on the 2-core CI CPU; float rounding is allowed."""
+    path = REAL / REAL_IMAGES[1]
+    if not path.is_file():
+        pytest.skip(f"{path} is missing (the repository's real images live in ../shared/real)")
+    image = real.load_plane(path)[:256, :320]
+    one = napari_dgno.deblur(image, default_model, device="cpu", threads=1)
+    two = napari_dgno.deblur(image, default_model, device="cpu", threads=2)
+    assert np.abs(one - two).max() <= 1e-5 * (one.max() - one.min())
