@@ -15,7 +15,7 @@ import pytest
 import tifffile
 import torch
 
-from napari_dgno.bench import jumps
+from napari_dgno.bench import jumps, testset
 from napari_dgno.bench import run as bench_run
 from napari_dgno.bench.classical import _psnr, global_psf
 from napari_dgno.bench.testset import BenchItem, benchmark_set, tuning_set
@@ -58,6 +58,19 @@ def test_tuning_set_is_not_the_test_set():
     for a in test.items:
         for b in tune.items:
             assert a.sharp.shape != b.sharp.shape or not np.array_equal(a.sharp, b.sharp)
+
+
+def test_every_bench_image_has_a_range_for_psnr_to_score():
+    """An over-exposed 8-bit camera once gave a validation truth of one value (PSNR's peak zero);
+    such a draw is redrawn from the item's own generator, and the test set is unchanged by it."""
+    for bench in (benchmark_set(), tuning_set()):
+        for item in bench.items:
+            assert testset._usable(item), item.name
+            assert item.sharp.max() - item.sharp.min() >= 10, item.name  # well clear of the limit
+    flat = BenchItem("flat", np.full((8, 8), 255.0), np.full((8, 8), 255.0), np.zeros((8, 8)))
+    assert not testset._usable(flat)
+    draws = iter([flat, flat, benchmark_set(quick=True).items[0]])
+    assert testset._first_usable(lambda: next(draws)).name == "procedural-00"
 
 
 # -- classical methods: one blur level in pixels, each image's own optics -------------------------
