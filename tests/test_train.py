@@ -251,6 +251,17 @@ def test_fine_tuning_records_the_base_model_on_its_own_validation_set(tmp_path):
     assert json.loads(fresh.with_suffix(".json").read_text())["training"]["history"][0]["val"] == {}
 
 
+def test_a_fine_tuned_model_records_every_step_behind_it(tmp_path):
+    from napari_dgno.io.catalog import training_summary
+
+    base = Trainer(_config(tmp_path / "base", steps=2), source=TinySource()).run()
+    once = Trainer(_config(tmp_path / "ft", steps=3, base_checkpoint=str(base)), source=TinySource()).run()
+    twice = Trainer(_config(tmp_path / "ft2", steps=1, base_checkpoint=str(once)), source=TinySource()).run()
+    meta = json.loads(twice.with_suffix(".json").read_text())
+    assert meta["training"]["base_training"]["base_training"]["steps"] == 2
+    assert training_summary(meta)["steps"] == 1 + 3 + 2
+
+
 def test_smoke_config_runs_the_real_recipe(tmp_path):
     cfg = TrainConfig.from_yaml("configs/smoke.yaml", output_dir=str(tmp_path))
     stem = Trainer(cfg).run()

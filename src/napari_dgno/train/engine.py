@@ -107,7 +107,11 @@ def build_network(cfg: TrainConfig) -> tuple[torch.nn.Module, dict]:
         config = base.config.replace(**cfg.model) if cfg.model else base.config
         model = build_model(meta["architecture"], config)
         model.load_state_dict(base.state_dict())
-        return model, {"base_checkpoint": str(cfg.base_checkpoint), "preset": meta.get("preset")}
+        # The base's own record goes along, so a fine-tuned model says every step behind it.
+        extra = {"base_checkpoint": str(cfg.base_checkpoint), "preset": meta.get("preset")}
+        if isinstance(meta.get("training"), dict):
+            extra["base_training"] = meta["training"]
+        return model, extra
     if cfg.architecture == "nafnet":
         return build_model("nafnet", NAFNetConfig.from_dict(cfg.model)), {"preset": "nafnet"}
     return build_model("dgno", preset_config(cfg.preset, **cfg.model)), {"preset": cfg.preset}
