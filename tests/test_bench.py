@@ -16,6 +16,8 @@ import tifffile
 import torch
 
 from napari_dgno.bench import jumps, testset
+from napari_dgno.bench import models as bench_models
+from napari_dgno.bench import rows as bench_rows
 from napari_dgno.bench import run as bench_run
 from napari_dgno.bench.classical import _psnr, global_psf
 from napari_dgno.bench.testset import BenchItem, benchmark_set, tuning_set
@@ -158,8 +160,8 @@ def _row(key, psnrs, sources=("cells3d", "procedural", "procedural")):
          "grid_ratio": None if i == 0 else 3.0 + i}
         for i, (p, src) in enumerate(zip(psnrs, sources, strict=True))
     ]  # fmt: skip
-    row = bench_run.BenchRow(key, "network", key=key, images=images)
-    bench_run.summarise(row)
+    row = bench_rows.BenchRow(key, "network", key=key, images=images)
+    bench_rows.summarise(row)
     return row
 
 
@@ -171,22 +173,22 @@ def test_means_standard_errors_per_source_and_grid_summary():
     assert row.by_source["procedural"]["psnr"] == pytest.approx(24.5)
     assert row.by_source["procedural"]["psnr_se"] == pytest.approx(2.5)
     assert (row.grid_max, row.grid_median) == (5.0, 4.5)  # the first image was too small: skipped
-    assert bench_run.mean_se([]) == (None, None) and bench_run.mean_se([3.0]) == (3.0, None)
+    assert bench_rows.mean_se([]) == (None, None) and bench_rows.mean_se([3.0]) == (3.0, None)
 
 
 def test_paired_lead_of_the_reference_cancels_what_images_share():
     """The reference leads by exactly 1 dB on every image: the paired s.e. is 0, while the s.e. of
     the difference of the two means would be about 3 dB."""
     ref, other = _row("ref", [21.0, 23.0, 31.0]), _row("other", [20.0, 22.0, 30.0])
-    skipped = bench_run.BenchRow("gone", "network", key="gone")
-    bench_run.add_leads([other, ref, skipped], "ref")
+    skipped = bench_rows.BenchRow("gone", "network", key="gone")
+    bench_rows.add_leads([other, ref, skipped], "ref")
     assert other.lead_psnr == pytest.approx(1.0) and other.lead_psnr_se == pytest.approx(0.0, abs=1e-12)
     assert other.lead_ssim == pytest.approx(0.01)
     assert ref.lead_psnr == 0.0 and skipped.lead_psnr is None
     assert other.by_source["procedural"]["lead_psnr"] == pytest.approx(1.0)
     assert other.by_source["cells3d"]["lead_psnr_se"] is None  # one image
     no_reference = _row("x", [1.0, 2.0, 3.0])
-    bench_run.add_leads([no_reference], "ref")
+    bench_rows.add_leads([no_reference], "ref")
     assert no_reference.lead_psnr is None
 
 
@@ -194,10 +196,10 @@ def test_paired_lead_of_the_reference_cancels_what_images_share():
 
 
 def test_missing_baselines_are_none_and_found_where_training_puts_them(tmp_path):
-    models = bench_run.default_models(tmp_path)
+    models = bench_models.default_models(tmp_path)
     assert models["equal-nafnet"] is None and models["dgno-small-face"] == "dgno-small-face"
     _tiny_checkpoint(tmp_path / "equal-nafnet" / "equal-nafnet")  # Trainer's layout
-    assert bench_run.find_baseline("equal-nafnet", tmp_path) == (
+    assert bench_models.find_baseline("equal-nafnet", tmp_path) == (
         tmp_path / "equal-nafnet" / "equal-nafnet.json"
     )
 
@@ -218,13 +220,13 @@ def test_train_baselines_uses_the_configs(tmp_path, monkeypatch):
             return stem
 
     monkeypatch.setattr(engine, "Trainer", FakeTrainer)
-    trained = set(bench_run.BASELINES) - {"equal-nafnet"}
+    trained = set(bench_models.BASELINES) - {"equal-nafnet"}
     for name in trained:  # already there: not retrained
         _tiny_checkpoint(tmp_path / name)
-    out = bench_run.train_baselines(tmp_path)
+    out = bench_models.train_baselines(tmp_path)
     assert seen == [("equal-nafnet", str(tmp_path), "nafnet")]  # its recipe, configs/equal-steps/nafnet.yaml
-    assert set(out) == set(bench_run.BASELINES)
-    assert all(p is not None for p in bench_run.default_models(tmp_path).values())
+    assert set(out) == set(bench_models.BASELINES)
+    assert all(p is not None for p in bench_models.default_models(tmp_path).values())
 
 
 # -- the quick run ---------------------------------------------------------------------------------
@@ -392,7 +394,7 @@ def test_cli_bench(quick_report, monkeypatch, tmp_path, capsys):
 
 
 def test_training_steps_add_up_every_stage_of_a_fine_tuned_model():
-    from napari_dgno.bench.run import training_steps
+    from napari_dgno.bench.models import training_steps
 
     assert training_steps({"training": {"steps": 2000}}) == 2000
     staged = {"training": {"steps": 1200, "base_training": {"steps": 2000}}}

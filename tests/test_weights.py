@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from napari_dgno.bench.run import equal_step_recipe
+from napari_dgno.bench.models import equal_step_recipe
 from napari_dgno.inference import deblur, list_models, load_model
 from napari_dgno.inference.engine import default_model_name, shipped_model_dir
 from napari_dgno.metrics import psnr_ssim

@@ -8,11 +8,11 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "BenchReport": "run",
-    "BenchRow": "run",
-    "default_models": "run",
+    "BenchReport": "rows",
+    "BenchRow": "rows",
+    "default_models": "models",
     "run_bench": "run",
-    "train_baselines": "run",
+    "train_baselines": "models",
     "check_real_images": "real",
     "BenchItem": "testset",
     "BenchSet": "testset",

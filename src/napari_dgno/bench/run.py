@@ -11,7 +11,9 @@ Every row carries per-image values (so other scripts can recompute), mean ± sta
 images, overall and per source, the paired per-image difference from the reference (default)
 model, and the grid ratio of its outputs. Every PSNR / SSIM comes from
 :func:`napari_dgno.metrics.psnr_ssim`. With ``real_dir`` the reference model also deblurs a folder
-of real images, measured without ground truth (:mod:`napari_dgno.bench.real`).
+of real images, measured without ground truth (:mod:`napari_dgno.bench.real`). Which models run and
+where the baselines are: :mod:`napari_dgno.bench.models`; a row and its statistics:
+:mod:`napari_dgno.bench.rows`.
 """
 
 from __future__ import annotations
@@ -19,8 +21,6 @@ from __future__ import annotations
 import datetime as _dt
 import platform
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +35,17 @@ from napari_dgno.bench.classical import (
     optics_of,
     tune_classical,
 )
-from napari_dgno.bench.report import to_markdown, to_plain, write_report
+from napari_dgno.bench.models import (
+    BASELINES,
+    EXTRA_LABELS,
+    SHIPPED,
+    Log,
+    default_models,
+    load_for_bench,
+    training_steps,
+)
+from napari_dgno.bench.report import write_report
+from napari_dgno.bench.rows import BenchReport, BenchRow, add_leads, max_median, summarise
 from napari_dgno.bench.testset import BenchItem, benchmark_set, tuning_set
 from napari_dgno.devices import cpu_threads
 from napari_dgno.errors import DGNOError
@@ -44,175 +54,10 @@ from napari_dgno.metrics import grid_ratio, psnr_ssim
 from napari_dgno.model import count_parameters
 from napari_dgno.model.complexity import count_gmacs
 from napari_dgno.model.config import check_element_size
-from napari_dgno.registry import DeblurModel, load_model
-from napari_dgno.train import engine as train_engine
-from napari_dgno.train.config import TrainConfig
 
-SHIPPED = {
-    "dgno-small-face": "DGNO-small, face flux",
-    "dgno-small-p0dg": "DGNO-small, P0DG flux",
-    "dgno-small-none": "DGNO-small, no flux",
-}
-# The equal-step comparison's runs (configs/equal-steps/NAME.yaml without "equal-"): 4,000 steps each
-# from scratch on the same data, schedule and seed, so their rows compare architectures; the default
-# has had more training. (The P0DG and no-flux runs ship as dgno-small-p0dg / -none, rows above.)
-BASELINES = {
-    "equal-dgno-face": "DGNO-small, face flux (equal steps)",
-    "equal-dgno-face-nogate": "DGNO-small, face flux, no score gate (equal steps)",
-    "equal-dgno-face-w12": "DGNO-small at width 12, face flux (equal steps)",
-    "equal-dgno-face-w24": "DGNO-small at width 24, face flux (equal steps)",
-    "equal-nafnet": "NAFNet-style CNN (equal steps)",
-    "equal-global-no": "Global NO (one element, no flux; equal steps)",
-}
-# Runs outside the equal-step set that the README's bench adds with ``--models NAME=PATH``: the CNN
-# continued to the default's 20,000 steps (configs/nafnet-20k.yaml), so the default meets a CNN of
-# its own budget.
-EXTRA_LABELS = {"nafnet-20k": "NAFNet-style CNN (20,000 steps, the default's budget)"}
 DEFAULT_SWEEP_MODEL = "dgno-small-face"
 ELEMENT_SWEEP = (8, 16, 32, 64, 0)
 ENSEMBLE_LABEL = "×8 self-ensemble"
-SOURCES = ("cells3d", "procedural")
-
-Log = Callable[[str], None]
-
-
-@dataclass
-class BenchRow:
-    """One method's scores over the test set; ``psnr is None`` means the row was skipped.
-
-    Means are over images, ``*_se`` their standard errors (None below two images). ``lead_*``: the
-    reference (default) model minus this row, per image, then mean ± s.e. (paired, so the spread
-    that all methods share across images cancels). ``images`` holds the per-image values.
-    """
-
-    method: str
-    kind: str  # input | classical | oracle | network | element sweep
-    key: str = ""  # the model name or method key the row was made from
-    psnr: float | None = None  # data range fixed from the ground truth
-    ssim: float | None = None
-    psnr_se: float | None = None
-    ssim_se: float | None = None
-    psnr_minmax: float | None = None  # each image min-max normalised, as the paper does
-    ssim_minmax: float | None = None
-    lead_psnr: float | None = None  # reference − this row, dB, paired over images
-    lead_psnr_se: float | None = None
-    lead_ssim: float | None = None
-    lead_ssim_se: float | None = None
-    by_source: dict = field(default_factory=dict)  # source -> the same statistics on its images
-    grid_max: float | None = None  # grid ratio of the outputs, over images large enough for it
-    grid_median: float | None = None
-    params_m: float | None = None
-    gmacs: float | None = None  # per 256 x 256 image
-    ms_per_mpx: float | None = None  # CPU wall time per megapixel
-    settings: str = ""
-    note: str = ""
-    jump_gain_db: list = field(default_factory=list)  # mean local PSNR gain per distance bin
-    images: list = field(default_factory=list)  # per image: name, source, psnr, ssim, ..., grid_ratio
-
-    @property
-    def skipped(self) -> bool:
-        return self.psnr is None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class BenchReport:
-    """The rows plus what is needed to read them (test-set fingerprint, threads, tuned settings).
-
-    Iterates over its rows, so it can be used as the list of rows.
-    """
-
-    rows: list[BenchRow]
-    bins: list[str]
-    meta: dict
-
-    def __iter__(self) -> Iterator[BenchRow]:
-        return iter(self.rows)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, index):
-        return self.rows[index]
-
-    def row(self, method_prefix: str) -> BenchRow:
-        """The first row whose method starts with ``method_prefix``."""
-        for r in self.rows:
-            if r.method.startswith(method_prefix):
-                return r
-        raise KeyError(method_prefix)
-
-    def markdown(self) -> str:
-        return to_markdown(self)
-
-    def plain(self) -> str:
-        return to_plain(self)
-
-
-# -- where models are ------------------------------------------------------------------------------
-
-
-def default_baseline_dir() -> Path:
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("napari-dgno")) / "bench"
-
-
-def find_baseline(name: str, directory: Path) -> Path | None:
-    """``DIR/NAME.json`` or what ``--train-baselines`` writes, ``DIR/NAME/NAME.json``."""
-    for stem in (Path(directory) / name, Path(directory) / name / name):
-        if (
-            stem.with_name(stem.name + ".json").is_file()
-            and stem.with_name(stem.name + ".safetensors").is_file()
-        ):
-            return stem.with_name(stem.name + ".json")
-    return None
-
-
-def default_models(baseline_dir: str | Path | None = None) -> dict:
-    """Shipped DGNO variants by name, baselines by path (None when not trained yet)."""
-    directory = Path(baseline_dir) if baseline_dir else default_baseline_dir()
-    models: dict = {name: find_baseline(name, directory) for name in BASELINES}
-    models.update({name: name for name in SHIPPED})
-    return models
-
-
-def train_baselines(
-    baseline_dir: str | Path | None = None, configs_dir: str | Path | None = None, log: Log | None = None
-) -> dict[str, Path]:
-    """Train the missing baselines with their ``configs/equal-steps/*.yaml`` into ``baseline_dir``."""
-
-    log = log or (lambda _msg: None)
-    directory = Path(baseline_dir) if baseline_dir else default_baseline_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    configs = Path(configs_dir) if configs_dir else _configs_dir()
-    out = {}
-    for name in BASELINES:
-        found = find_baseline(name, directory)
-        if found is not None:
-            log(f"{name}: already trained ({found})")
-            out[name] = found
-            continue
-        config_path = equal_step_recipe(name, configs)
-        if not config_path.is_file():
-            raise FileNotFoundError(f"no training config {config_path} (run from the repository)")
-        log(f"{name}: training with {config_path} into {directory}")
-        stem = train_engine.Trainer(TrainConfig.from_yaml(config_path, output_dir=str(directory))).run()
-        out[name] = Path(stem).with_name(Path(stem).name + ".json")
-    return out
-
-
-def equal_step_recipe(run_name: str, configs_dir: str | Path | None = None) -> Path:
-    """The recipe of equal-step run ``equal-X``: ``configs/equal-steps/X.yaml``."""
-    configs = Path(configs_dir) if configs_dir else _configs_dir()
-    return configs / "equal-steps" / f"{run_name.removeprefix('equal-')}.yaml"
-
-
-def _configs_dir() -> Path:
-    here = Path(__file__).resolve().parents[3] / "configs"  # src/napari_dgno/bench/run.py -> repo
-    return here if here.is_dir() else Path.cwd() / "configs"
 
 
 # -- the run ---------------------------------------------------------------------------------------
@@ -285,7 +130,7 @@ def run_bench(
         loaded = {}
         for name, spec in models.items():
             label = SHIPPED.get(name) or BASELINES.get(name) or EXTRA_LABELS.get(name) or name
-            model, note = _load(name, spec, baseline_dir)
+            model, note = load_for_bench(name, spec, baseline_dir)
             if model is None:
                 rows.append(BenchRow(label, "network", key=name, note=note))
                 continue
@@ -319,7 +164,7 @@ def run_bench(
                 "shapes": [[int(s) for s in i.sharp.shape] for i in test.items],
                 "max_blur_radius_px": [float(b.max()) for b in blur_maps],
                 "optics": [repr(optics_of(i)) for i in test.items],
-                "truth_grid_ratio": _max_median(truth_grid),
+                "truth_grid_ratio": max_median(truth_grid),
                 "notes": test.notes,
             },
             "validation_set": (
@@ -392,71 +237,12 @@ class _Evaluator:
         return row
 
 
-def mean_se(values) -> tuple[float | None, float | None]:
-    """Mean and standard error of the mean (sample s.d. / √n); s.e. None below two values."""
-    v = np.asarray([x for x in values if x is not None], dtype=np.float64)
-    if v.size == 0:
-        return None, None
-    se = float(v.std(ddof=1) / np.sqrt(v.size)) if v.size > 1 else None
-    return float(v.mean()), se
-
-
-def _stats(images: list[dict]) -> dict:
-    psnr, psnr_se = mean_se(i["psnr"] for i in images)
-    ssim, ssim_se = mean_se(i["ssim"] for i in images)
-    return {"n": len(images), "psnr": psnr, "psnr_se": psnr_se, "ssim": ssim, "ssim_se": ssim_se}
-
-
-def summarise(row: BenchRow) -> None:
-    """Fill a row's means ± s.e. (overall, per source) and grid-ratio summary from ``row.images``."""
-    overall = _stats(row.images)
-    row.psnr, row.psnr_se, row.ssim, row.ssim_se = (
-        overall["psnr"],
-        overall["psnr_se"],
-        overall["ssim"],
-        overall["ssim_se"],
-    )
-    row.psnr_minmax = mean_se(i["psnr_minmax"] for i in row.images)[0]
-    row.ssim_minmax = mean_se(i["ssim_minmax"] for i in row.images)[0]
-    sources = sorted({i["source"] for i in row.images}, key=lambda s: (s not in SOURCES, s))
-    row.by_source = {s: _stats([i for i in row.images if i["source"] == s]) for s in sources}
-    grids = [i["grid_ratio"] for i in row.images if i["grid_ratio"] is not None]
-    row.grid_max, row.grid_median = _max_median(grids)
-
-
-def add_leads(rows: list[BenchRow], reference: str) -> None:
-    """Paired per-image differences ``reference − row`` (PSNR, SSIM), overall and per source.
-
-    Why paired: images differ far more from each other than methods do, so the s.e. of a difference
-    of two means would hide a consistent lead; per image, that shared spread cancels.
-    """
-    ref = next((r for r in rows if r.key == reference and not r.skipped), None)
-    if ref is None:
-        return
-    by_name = {i["name"]: i for i in ref.images}
-    for row in rows:
-        if row.skipped:
-            continue
-        pairs = [(by_name[i["name"]], i) for i in row.images if i["name"] in by_name]
-        row.lead_psnr, row.lead_psnr_se = mean_se(a["psnr"] - b["psnr"] for a, b in pairs)
-        row.lead_ssim, row.lead_ssim_se = mean_se(a["ssim"] - b["ssim"] for a, b in pairs)
-        for source, stats in row.by_source.items():
-            stats["lead_psnr"], stats["lead_psnr_se"] = mean_se(
-                a["psnr"] - b["psnr"] for a, b in pairs if b["source"] == source
-            )
-
-
 def _grid(image) -> float | None:
     """Grid ratio, or None for an image smaller than :func:`grid_ratio` accepts."""
     try:
         return grid_ratio(image)
     except ValueError:
         return None
-
-
-def _max_median(values) -> tuple[float | None, float | None]:
-    values = [v for v in values if v is not None]
-    return (float(np.max(values)), float(np.median(values))) if values else (None, None)
 
 
 def _real_section(model, name: str, folder, threads: int, log: Log) -> dict:
@@ -474,23 +260,6 @@ def _real_section(model, name: str, folder, threads: int, log: Log) -> dict:
     if not results:
         section["note"] = "no TIFFs in the folder"
     return section
-
-
-def _load(name: str, spec, baseline_dir) -> tuple[object | None, str]:
-    """``(DeblurModel, "")`` or ``(None, why not)``."""
-    import torch
-
-    if isinstance(spec, DeblurModel):
-        return spec, ""
-    if isinstance(spec, torch.nn.Module):
-        return DeblurModel(net=spec.eval(), meta={}, name=name), ""
-    if spec is None:
-        where = Path(baseline_dir) if baseline_dir else default_baseline_dir()
-        return None, f"not found in {where}; train it with `dgno bench --train-baselines`"
-    try:
-        return load_model(spec, device="cpu"), ""
-    except (DGNOError, OSError, ValueError) as err:
-        return None, f"not loaded: {' '.join(str(err).split())}"
 
 
 def _network_row(
@@ -533,18 +302,6 @@ def _network_row(
         params_m=count_parameters(model.net) / 1e6,
         gmacs=gmacs * 8 if gmacs is not None and self_ensemble else gmacs,  # 8 passes per image
     )
-
-
-def training_steps(meta: dict) -> int | None:
-    """Optimizer steps behind a checkpoint, over every stage it was fine-tuned through (None: unknown).
-
-    Why: rows compare models trained for different budgets; the table should say so.
-    """
-    total, training = 0, (meta or {}).get("training")
-    while isinstance(training, dict) and isinstance(training.get("steps"), int):
-        total += training["steps"]
-        training = training.get("base_training")
-    return total or None
 
 
 def _sweep_rows(

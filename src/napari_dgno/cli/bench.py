@@ -99,7 +99,7 @@ def add_parser(subparsers) -> None:
 
 
 def run_speed_command(args, log) -> int:
-    from napari_dgno.bench.run import find_baseline
+    from napari_dgno.bench.models import find_baseline
     from napari_dgno.bench.speed import run_speed, to_markdown
     from napari_dgno.registry import default_model_name, locate_model
 
@@ -139,7 +139,8 @@ def run_scale_command(args, log) -> int:
 
 
 def run(args) -> int:
-    from napari_dgno.bench.run import ELEMENT_SWEEP, default_models, run_bench, train_baselines
+    from napari_dgno.bench.models import default_models, train_baselines
+    from napari_dgno.bench.run import ELEMENT_SWEEP, run_bench
 
     def log(message: str) -> None:
         if not args.quiet:
