@@ -1,6 +1,6 @@
 """``dgno bench``: DGNO against classical deconvolution and same-budget baselines on one frozen test set.
 
-Names load on first use, so importing the package (``dgno --help`` does) pulls in no torch.
+Names load on first use, so importing the package pulls in no torch until a name is used.
 """
 
 from __future__ import annotations

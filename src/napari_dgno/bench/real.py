@@ -40,10 +40,8 @@ __all__ = [
 BACKGROUND_FRACTION = 0.2  # the dimmest 20 % of the (smoothed) input is background
 MASK_SMOOTHING_PX = 3.0  # pick dim *regions*, not pixels that are dim by a noise draw
 HIGH_PASS_SIGMA_PX = 1.5  # what a Gaussian of this width removes is (mostly) pixel noise
-MAD_TO_SD = 1.4826
-SHARPNESS_SMOOTHING_PX = (
-    1.0  # pixel noise is not detail  # s.d. of a normal variable over its median absolute deviation
-)
+MAD_TO_SD = 1.4826  # s.d. of a normal variable over its median absolute deviation
+SHARPNESS_SMOOTHING_PX = 1.0  # pixel noise is not detail
 
 Log = Callable[[str], None]
 

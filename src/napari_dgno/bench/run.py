@@ -8,12 +8,13 @@ self-ensemble; and an element-size sweep of the default model at inference only.
 cannot be found is a row with a note, never a crash.
 
 Every row carries per-image values (so other scripts can recompute), mean ± standard error over
-images, overall and per source, the paired per-image difference from the reference (default)
-model, and the grid ratio of its outputs. Every PSNR / SSIM comes from
-:func:`napari_dgno.metrics.psnr_ssim`. With ``real_dir`` the reference model also deblurs a folder
-of real images, measured without ground truth (:mod:`napari_dgno.bench.real`). Which models run and
-where the baselines are: :mod:`napari_dgno.bench.models`; a row and its statistics:
-:mod:`napari_dgno.bench.rows`.
+images, overall and per source, the paired per-image difference from the reference (default) model,
+and the grid ratio of its outputs. Every row's PSNR / SSIM comes from
+:func:`napari_dgno.metrics.psnr_ssim` (the classical tuning scores the same way, which a test pins;
+the per-distance gains use :func:`napari_dgno.bench.jumps.binned_psnr`). With ``real_dir`` the
+reference model also deblurs a folder of real images, measured without ground truth
+(:mod:`napari_dgno.bench.real`). Which models run and where the baselines are:
+:mod:`napari_dgno.bench.models`; a row and its statistics: :mod:`napari_dgno.bench.rows`.
 """
 
 from __future__ import annotations
@@ -90,7 +91,8 @@ def run_bench(
         with the x8 self-ensemble (8 passes per image: ~8x its own row's time, also in quick mode);
         False leaves the row out.
     classical_settings: skip tuning and use these.
-    threads: CPU threads for the whole run (default: torch's setting); recorded in the report.
+    threads: CPU threads for the whole run (default: ``$NAPARI_DGNO_THREADS``, else torch's
+        setting); recorded in the report.
     real_dir: a folder of real TIFFs (no ground truth) the reference model deblurs; grid ratio,
         sharpness and background noise of input and output go into the report. Never select on it.
     """

@@ -1,13 +1,15 @@
 """The frozen benchmark images and the validation images the classical methods are tuned on.
 
 The protocol (README, "Results"): three disjoint sets. Training uses cells3d's and skin's training
-regions under a bank of random microscopes; **validation** (:func:`tuning_set`: checkpoint choice,
-early stopping, the classical methods' settings) uses cells3d's validation region and procedural
-specimens of its own seed; the **test** set (:func:`benchmark_set`) uses cells3d's test region and
-procedural specimens of another seed, and only ever reports. cells3d is split by lateral region with
-8 µm guard bands (``data.clean_images.CELLS3D_REGIONS``), so no nucleus is in two sets. Every
-item has its own random microscope from the same ranges as training (``physics/microscope.py``),
-but drawn from its own seed: the test optics were never seen in training.
+regions under a bank of random microscopes; **validation** images come from cells3d's validation
+region: training's checkpoint choice and early stopping use patches of it under 16 microscopes of
+their own (``train.batches.varied_source``), and :func:`tuning_set` (the classical methods'
+settings) uses whole images of it plus procedural specimens of its own seed; the **test** set
+(:func:`benchmark_set`) uses cells3d's test region and procedural specimens of another seed, and
+only ever reports. cells3d is split by lateral region with 8 µm guard bands
+(``data.clean_images.CELLS3D_REGIONS``), so no nucleus is in two sets. Every item has its own random
+microscope from the same ranges as training (``physics/microscope.py``), but drawn from its own
+seed: the test optics were never seen in training.
 
 Each image has its own generator (``default_rng([seed, source, i])``), so the quick set is the first
 items of the full set, not a different draw.

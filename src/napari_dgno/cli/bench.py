@@ -59,7 +59,12 @@ def add_parser(subparsers) -> None:
         metavar="PX,PX,...",
         help="element sizes for the sweep of the default model (default 8,16,32,64,0; '' for none)",
     )
-    p.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: torch's setting)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="CPU threads (default: $NAPARI_DGNO_THREADS, else torch's setting)",
+    )
     p.add_argument(
         "--real",
         type=Path,

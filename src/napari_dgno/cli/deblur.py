@@ -1,4 +1,4 @@
-"""``dgno deblur``: one file, or a batch (folder, glob, several files) on threads or a dask cluster."""
+"""``dgno deblur``: one file, or a batch (folder, glob, several files) on a local or remote dask cluster."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """``dgno train``: run a training config from ``configs/`` with a progress bar and a log file.
 
-Ctrl-C (or SIGTERM) stops cleanly at the next step, after saving a checkpoint; running the same command
-again resumes from it. ``--install`` copies the exported model into the user model directory, where the
-napari widgets and ``dgno deblur --model NAME`` find it.
+Ctrl-C (or SIGTERM) stops cleanly within a moment: the step it interrupts is dropped, the last
+completed step is saved as a checkpoint, and running the same command again resumes from it.
+``--install`` copies the exported model into the user model directory, where the napari widgets and
+``dgno deblur --model NAME`` find it.
 
 Several GPUs: ``torchrun --nproc_per_node N -m napari_dgno.cli train --config ...`` trains
 data-parallel (``batch_size`` is the global batch, split over the N processes; see

@@ -11,7 +11,7 @@ import torch
 from ..errors import DGNOError, InputError
 from ..normalize import Normalization, fit_normalization
 
-MIN_SIDE = 8  # smallest Y or X we accept; smaller sides are reflect-padded by the network
+MIN_SIDE = 8  # smallest Y or X we accept (smaller is an InputError); sides under the grid are padded
 # Normalised inputs are clipped to this: a million times the 1-99.8 % range is no real intensity
 # (a sentinel like FLT_MAX), and such values overflow the network's float32 sums into inf/NaN.
 MAX_NORMALISED = 1e6

@@ -138,9 +138,9 @@ PER_HEAD_MIN_DIM = 16
 class ElementAttention(nn.Module):
     """q · K_final for every element: the volume operator plus the interface flux.
 
-    Runs on channels-last features: q, k and v come out of one (B, H, W, 3C) tensor by one permute
-    into element layout, and the result goes back by one permute, so the layers around it stay
-    channels-last (mixing layouts makes every convolution after it 2-4x slower).
+    Runs on channels-last features: only x is copied into element layout (q, k and v are then
+    products of it on the tokens), and the result goes back by one permute, so the layers around it
+    stay channels-last (mixing layouts makes every convolution after it 2-4x slower).
     """
 
     def __init__(

@@ -209,7 +209,7 @@ def over_windows(fn, windows: int, device: torch.device) -> list:
 
 
 def _scan_steps(u, delta, A_t, B, C, y) -> None:
-    """The inference recurrence over (L, n, d) tokens of some windows (views of the windows axis)."""
+    """The inference recurrence over (L, N, d) tokens, N windows (views of the windows axis)."""
     L, N, d = u.shape
     h = u.new_zeros(N, A_t.shape[0], d)
     decay = torch.empty_like(h)

@@ -36,7 +36,7 @@ class TrainConfig:
     # Processes that simulate batches ahead (train/workers.py). 0: the training process draws them
     # from one stream; N > 0: step k's batch is drawn from (seed, k), the same for any N.
     data_workers: int = 0
-    threads: int | None = None  # CPU threads; None keeps torch's default
+    threads: int | None = None  # CPU threads; None: $NAPARI_DGNO_THREADS, else torch's setting
     device: str = "auto"
     amp: bool = True  # mixed precision on CUDA (bf16); no effect on CPU
     output_dir: str = "runs"

@@ -121,7 +121,8 @@ class Context:
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [self.device.index] if self.device.type == "cuda" else None
-        # The scan encoder's sort scores get no gradient (argsort), so some parameters are unused.
+        # Without the score gate (score_gate=False, e.g. the no-gate ablation) the scan's sort scores
+        # get no gradient (argsort), so some parameters can be unused.
         return DistributedDataParallel(_Multiscale(model), device_ids=ids, find_unused_parameters=True)
 
 

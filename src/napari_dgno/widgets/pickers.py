@@ -403,7 +403,7 @@ class ThreadsSpin(QSpinBox):
         self.setSpecialValueText(f"auto ({default_threads()})")
         self.setValue(0)
         self.setToolTip(
-            "CPU threads (auto: $NAPARI_DGNO_THREADS if set, else all cores); "
+            "CPU threads (auto: $NAPARI_DGNO_THREADS if set, else torch's setting, normally all cores); "
             "fewer is often faster when other programs are busy"
         )
 

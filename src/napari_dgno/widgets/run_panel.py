@@ -190,7 +190,10 @@ class TrainPanel(RunPanel):
     def attach(self, handle: JobHandle, planes: int = 1, unit: str | None = "step") -> None:
         super().attach(handle, planes, unit)
         self.button.setText("Stop")
-        self.button.setToolTip("Stop after the current step; the weights so far are kept (Resume continues)")
+        self.button.setToolTip(
+            "Stop now: the step in progress is dropped, the weights of the last complete step are kept "
+            "(Resume continues)"
+        )
 
     def cancel(self) -> None:
         super().cancel()

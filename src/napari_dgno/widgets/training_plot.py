@@ -151,7 +151,3 @@ def theme_colors(viewer) -> dict:
         return {"text": theme.text.as_hex(), "background": theme.background.as_hex()}
     except Exception:  # an unknown or custom theme: napari's dark defaults
         return {"text": "#f0f1f2", "background": "#262930"}
-
-
-# --------------------------------------------------------------------------------------------------
-# The dock
