@@ -22,10 +22,14 @@ WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "napari_dgno" / "weights
 
 
 def lineage(meta: dict) -> dict:
-    """The run's training record with its base checkpoint's record nested as ``base_training``."""
+    """The run's training record with its base checkpoint's record nested as ``base_training``.
+
+    ``dgno train`` records it itself (since stop 22), from the base as it was when the run started;
+    that record is kept, since the base file may since have been replaced or removed. Older runs'
+    records are completed from the base checkpoint's JSON."""
     training = dict(meta["training"])
     base = training.get("base_checkpoint")
-    if base:
+    if base and "base_training" not in training:
         _, base_json = checkpoint_paths(base)
         training["base_training"] = lineage(json.loads(Path(base_json).read_text()))
     return training

@@ -67,3 +67,22 @@ def test_default_model_deblurs_the_sample():
     truth = sample["sharp"].astype(np.float32)
     gain = psnr_ssim(restored, truth)[0] - psnr_ssim(sample["blurred"], truth)[0]
     assert gain > 1.0
+
+
+def test_shipping_keeps_the_lineage_training_recorded(tmp_path):
+    """``scripts/ship_weights.py``: a run's own ``base_training`` (what ``dgno train`` records) is kept
+    even when its base file is gone; an older record is completed from the base's JSON."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ship_weights", REPO / "scripts" / "ship_weights.py")
+    ship = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship)
+    recorded = {
+        "steps": 3,
+        "base_checkpoint": str(tmp_path / "gone.safetensors"),
+        "base_training": {"steps": 2},
+    }
+    assert ship.lineage({"training": recorded}) == recorded
+    (tmp_path / "base.json").write_text(json.dumps({"training": {"steps": 2}}))
+    older = {"steps": 3, "base_checkpoint": str(tmp_path / "base.safetensors")}
+    assert ship.lineage({"training": older})["base_training"] == {"steps": 2}
